@@ -1,0 +1,23 @@
+"""Shared pytest configuration: test data paths and fixture plugins."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+DATA_DIR = pathlib.Path(__file__).parent / "data"
+EVENTLOG_DIR = DATA_DIR / "eventlogs"
+IMA_DIR = DATA_DIR / "ima"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> pathlib.Path:
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def expected_pcrs() -> dict:
+    """``{log name: {bank: {pcr: hex}}}`` from the shared test data."""
+    return json.loads((EVENTLOG_DIR / "expected_pcrs.json").read_text())

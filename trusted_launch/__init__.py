@@ -1,0 +1,1 @@
+"""Trusted launch of VM instances on TPM-attested OpenStack compute hosts."""

@@ -1,0 +1,48 @@
+"""The ``trusted-launch`` command: evidence tools, tenant tools and the demo.
+
+Each sub-command lives in its own module under :mod:`trusted_launch.cmd` and
+exposes ``register(subparsers)``; errors the tools expect (bad input, refused
+attestation) end in one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+_COMMAND_MODULES = ("eventlog", "ima", "quote", "token", "verify", "demo")
+
+
+class CommandError(Exception):
+    """An expected failure: printed as one line, exit status 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trusted-launch",
+        description="Trusted launch of VM instances on attested hosts.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"trusted_launch.cmd.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"trusted_launch.cmd.{name}":
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CommandError, ValueError, OSError) as exc:
+        print(f"trusted-launch {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
