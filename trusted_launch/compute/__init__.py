@@ -1,0 +1,5 @@
+"""Party CH: the compute host's side of the trusted launch protocol.
+
+:mod:`.ttp_client` talks to the TTP, :mod:`.launch` runs steps 5-12 for one
+instance on top of the host's TPM (:mod:`trusted_launch.tpm`).
+"""

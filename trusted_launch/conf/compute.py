@@ -1,0 +1,43 @@
+"""Options of the compute host's side of the protocol (nova.conf [trusted_launch])."""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+GROUP = "trusted_launch"
+
+compute_opts = [
+    cfg.ListOpt(
+        "allowed_ttp_urls", default=[],
+        help="Base URLs of the trusted third parties this host may contact, "
+             "for example https://ttp.example.org:9443. An instance's "
+             "trusted_ttp property must match one exactly; any other URL is "
+             "refused before a connection is made (no SSRF through instance "
+             "properties). Empty: trusted launches are refused."),
+    cfg.StrOpt(
+        "ttp_ca_file",
+        help="PEM bundle of CA certificates that sign the TTP's HTTPS "
+             "certificate. Unset: the system trust store."),
+    cfg.FloatOpt(
+        "ttp_timeout", default=10.0, min=0.1,
+        help="Seconds to wait for the TTP to answer one attestation request."),
+    cfg.IntOpt(
+        "ttp_connect_retries", default=2, min=0,
+        help="Times to retry a failed connection to the TTP before the launch "
+             "is refused as TTP unreachable."),
+    cfg.StrOpt(
+        "host_name",
+        help="Name under which this host is enrolled at the TTP. Unset: the "
+             "nova-compute host name."),
+    cfg.StrOpt(
+        "ak_certificate_file", default="/etc/trusted-launch/ak-cert.pem",
+        help="The AK certificate the TTP issued to this host at enrollment."),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_opts(compute_opts, group=GROUP)
+
+
+def list_opts() -> list:
+    return [(GROUP, compute_opts)]
