@@ -38,3 +38,31 @@ class SignatureInvalid(VerificationError):
 
 class PCRDigestMismatch(VerificationError):
     """A quote's PCR digest does not match the replayed PCR values."""
+
+
+class AttestationMismatch(VerificationError):
+    """A signed TPMS_ATTEST of the wrong type, extraData or certified name."""
+
+
+class UnsuitableKey(VerificationError):
+    """A key whose type, attributes or scheme do not fit the operation."""
+
+
+class MissingPCRValue(VerificationError):
+    """A selected PCR has no value (or a value of the wrong size) to check."""
+
+
+class EventLogError(ParseError):
+    """A TCG PC Client firmware event log whose framing is malformed."""
+
+
+class UnknownTemplateError(ParseError):
+    """An IMA measurement-list entry whose template this code cannot decode."""
+
+
+class PcrIndexMismatch(VerificationError):
+    """An IMA entry that extends a PCR other than the one being replayed."""
+
+
+class ReplayStateError(EvidenceError):
+    """A saved IMA replay state that is malformed or belongs to another list."""

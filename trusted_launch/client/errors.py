@@ -1,0 +1,17 @@
+"""Exception types of the tenant tooling."""
+
+
+class ClientError(Exception):
+    """Base class: a tenant-side operation failed."""
+
+
+class TTPKeyError(ClientError):
+    """The TTP's public key could not be fetched or is unusable."""
+
+
+class NonceStoreError(ClientError):
+    """The nonce directory or file is unsafe or cannot be written."""
+
+
+class VMVerificationFailed(ClientError):
+    """The VM did not prove that it knows the launch nonce, or answered wrongly."""

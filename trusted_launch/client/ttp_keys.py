@@ -1,0 +1,78 @@
+"""Fetch the TTP's current token-encryption key over verified HTTPS."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import requests
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+from trusted_launch.client.errors import TTPKeyError
+from trusted_launch.crypto._encoding import b64url_decode
+from trusted_launch.crypto.token import HPKE_ALGORITHM
+
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+def fetch_ttp_key(ttp_url: str, *, ca_file: str | None = None,
+                  timeout: float = 10) -> tuple[str, X25519PublicKey]:
+    """``(key_id, public_key)`` of the first (current) key at ``{ttp_url}/v1/keys``.
+
+    TLS is always verified: against ``ca_file`` if given, else the system CAs.
+    """
+    document = _get_keys_document(ttp_url, ca_file, timeout)
+    keys = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(keys, list) or not keys or not isinstance(keys[0], dict):
+        raise TTPKeyError(f"{ttp_url}/v1/keys lists no keys")
+    return _parse_key(keys[0], now=time.time())
+
+
+def _get_keys_document(ttp_url: str, ca_file: str | None, timeout: float) -> object:
+    if not ttp_url.lower().startswith("https://"):
+        raise TTPKeyError(f"TTP URL {ttp_url!r} must use https://")
+    if ca_file and not os.path.isfile(ca_file):
+        raise TTPKeyError(f"CA file {ca_file} does not exist")
+    url = ttp_url.rstrip("/") + "/v1/keys"
+    try:
+        response = requests.get(url, verify=ca_file if ca_file else True, timeout=timeout,
+                                headers={"Accept": "application/json"}, allow_redirects=False)
+    except requests.exceptions.SSLError as exc:
+        raise TTPKeyError(f"TLS verification of {url} failed: {_short(exc)}") from None
+    except requests.exceptions.RequestException as exc:
+        raise TTPKeyError(f"cannot reach {url}: {_short(exc)}") from None
+    if response.status_code != 200:
+        raise TTPKeyError(f"{url} answered HTTP {response.status_code}")
+    if len(response.content) > MAX_RESPONSE_BYTES:
+        raise TTPKeyError(f"{url} answered more than {MAX_RESPONSE_BYTES} bytes")
+    try:
+        return response.json()
+    except ValueError:
+        raise TTPKeyError(f"{url} did not answer JSON") from None
+
+
+def _parse_key(entry: dict, *, now: float) -> tuple[str, X25519PublicKey]:
+    key_id = entry.get("id")
+    if not isinstance(key_id, str) or not key_id:
+        raise TTPKeyError("TTP key entry has no 'id'")
+    if entry.get("algorithm") != HPKE_ALGORITHM:
+        raise TTPKeyError(
+            f"TTP key {key_id} uses algorithm {entry.get('algorithm')!r}, not {HPKE_ALGORITHM}")
+    not_after = entry.get("not_after")
+    if not_after is not None and (not isinstance(not_after, int | float) or not_after <= now):
+        raise TTPKeyError(f"TTP key {key_id} is past its not_after time {not_after!r}")
+    try:
+        raw = b64url_decode(entry.get("public_key", ""))
+    except ValueError as exc:
+        raise TTPKeyError(f"TTP key {key_id}: public_key is not base64url ({exc})") from None
+    if len(raw) != 32:
+        raise TTPKeyError(f"TTP key {key_id}: public_key is {len(raw)} bytes, expected 32")
+    return key_id, X25519PublicKey.from_public_bytes(raw)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    for marker in ("CERTIFICATE_VERIFY_FAILED", "hostname mismatch", "Connection refused"):
+        if marker in text:
+            return marker.lower().replace("_", " ")
+    return text[:200]

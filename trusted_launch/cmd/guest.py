@@ -1,0 +1,89 @@
+"""``trusted-launch-guest``: the in-VM agent that answers the tenant's challenge."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from trusted_launch.guest.agent import ChallengeServer, status_document
+from trusted_launch.guest.identity import (
+    DEFAULT_SSH_HOST_KEY,
+    GuestIdentity,
+    GuestSetupError,
+    default_meta_data,
+    default_nonce_file,
+    load_identity,
+    server_id_from_meta_data,
+)
+
+DEFAULT_LISTEN = "0.0.0.0:8950"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trusted-launch-guest",
+        description="Prove to the tenant that this VM was launched with its token.")
+    parser.add_argument("--nonce-file", help="launch nonce file (default: "
+                        "trusted_launch/nonce on the config drive, or /run/trusted-launch/nonce)")
+    ident = parser.add_mutually_exclusive_group()
+    ident.add_argument("--server-id", help="this server's Nova id")
+    ident.add_argument("--meta-data", help="config drive meta_data.json (default: found on the "
+                       "mounted config drive)")
+    parser.add_argument("--ssh-host-key", default=str(DEFAULT_SSH_HOST_KEY),
+                        help="SSH host public key (.pub) to authenticate")
+    parser.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT to serve on")
+    parser.add_argument("--status", action="store_true",
+                        help="print the agent's status (no secret) and exit")
+    return parser
+
+
+def identity_from_args(args: argparse.Namespace) -> GuestIdentity:
+    server_id = args.server_id or server_id_from_meta_data(args.meta_data or default_meta_data())
+    return load_identity(nonce_file=args.nonce_file or default_nonce_file(),
+                         server_id=server_id, ssh_host_key=args.ssh_host_key)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"--listen {text!r} must be HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104
+
+
+def status_text(identity: GuestIdentity) -> str:
+    document = status_document(identity)
+    return ("trusted launch: this VM holds its launch nonce; verify it with\n"
+            f"  trusted-launch verify --server-id {document['server_id']} "
+            "--address <this VM>:<port> --nonce-file <your nonce file>\n"
+            f"SSH host key: {document['ssh_host_key_fingerprint']}\n"
+            f"{json.dumps(document)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        identity = identity_from_args(args)
+        if args.status:
+            print(status_text(identity))
+            return 0
+        server = ChallengeServer(parse_listen(args.listen), identity)
+    except (GuestSetupError, ValueError, OSError) as exc:
+        print(f"trusted-launch-guest: error: {exc}", file=sys.stderr)
+        return 1
+    logging.getLogger(__name__).info(
+        "answering challenges for server %s on %s (SSH host key %s)",
+        identity.server_id, args.listen, identity.ssh_host_key_fingerprint)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

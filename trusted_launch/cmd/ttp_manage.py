@@ -1,0 +1,165 @@
+"""``trusted-launch-ttp-manage``: database, keys, CA and profile administration."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import pathlib
+import sys
+from collections.abc import Callable
+
+from oslo_config import cfg
+
+from trusted_launch.conf import ttp as ttp_conf
+
+
+class ManageError(Exception):
+    """An expected failure: printed as one line, exit status 1."""
+
+
+def _conf(args: argparse.Namespace) -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    ttp_conf.register_opts(conf)
+    conf([], project="trusted-launch", prog="trusted-launch-ttp-manage",
+         default_config_files=args.config_file or [])
+    return conf
+
+
+def _keys(conf: cfg.ConfigOpts):
+    from trusted_launch.ttp.keystore import TokenKeyStore
+    return TokenKeyStore(conf.keys.key_dir, conf.keys.rotation_overlap)
+
+
+def _ca(conf: cfg.ConfigOpts):
+    from trusted_launch.ttp.keystore import AttestationCA
+    return AttestationCA(conf.keys.attestation_ca_cert, conf.keys.attestation_ca_key)
+
+
+def _profiles(conf: cfg.ConfigOpts):
+    from trusted_launch.ttp.db.api import TTPDatabase
+    from trusted_launch.ttp.profiles import ProfileStore
+    return ProfileStore(TTPDatabase(conf.database.connection))
+
+
+def db_sync(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    """Migrate the database; create the CA, the first token key, bootstrap profiles."""
+    from trusted_launch.ttp.db.migration import db_sync as sync
+    sync(conf.database.connection)
+    print("database at revision head")
+    if _ca(conf).init():
+        print(f"created attestation CA {conf.keys.attestation_ca_cert}")
+    key_id = _keys(conf).ensure_current()
+    if key_id:
+        print(f"created token key {key_id}")
+    if conf.attestation.profile_dir:
+        for name in _profiles(conf).bootstrap(conf.attestation.profile_dir):
+            print(f"added profile {name}")
+    return 0
+
+
+def keys_rotate(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    print(_keys(conf).rotate())
+    return 0
+
+
+def keys_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    for key in _keys(conf).keys():
+        entry = key.publication()
+        until = "current" if key.not_after is None else "until " + datetime.datetime.fromtimestamp(
+            key.not_after, datetime.UTC).isoformat()
+        print(f"{entry['id']}  {entry['public_key']}  {until}")
+    return 0
+
+
+def ca_init(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    created = _ca(conf).init()
+    print(("created " if created else "exists: ") + conf.keys.attestation_ca_cert)
+    return 0
+
+
+def profile_set(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    from trusted_launch.policy import PolicyError, load_profile
+    from trusted_launch.ttp.errors import APIError
+    try:
+        document = load_profile(pathlib.Path(args.file).read_bytes()).to_document()
+        created, _ = _profiles(conf).put(args.name, document)
+    except (PolicyError, APIError) as exc:
+        raise ManageError(str(exc)) from exc
+    print(f"{'created' if created else 'replaced'} profile {args.name}")
+    return 0
+
+
+def profile_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    for summary in _profiles(conf).summaries():
+        print(f"{summary['level']:>5}  {summary['name']}  {summary['description']}")
+    return 0
+
+
+def profile_draft(conf: cfg.ConfigOpts | None, args: argparse.Namespace) -> int:
+    import yaml
+
+    from trusted_launch.evidence.errors import EvidenceError
+    from trusted_launch.evidence.eventlog import parse_event_log, replay
+    from trusted_launch.policy import PolicyError, draft_profile
+    try:
+        log = parse_event_log(pathlib.Path(args.eventlog).read_bytes())
+        document = draft_profile(args.name, args.level, log, replay(log))
+    except (EvidenceError, PolicyError) as exc:
+        raise ManageError(str(exc)) from exc
+    print(yaml.safe_dump(json.loads(json.dumps(document)), sort_keys=False), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trusted-launch-ttp-manage",
+                                     description="Administer the trusted-launch TTP.")
+    parser.add_argument("--config-file", action="append", metavar="FILE",
+                        help="TTP configuration file (repeatable)")
+    groups = parser.add_subparsers(dest="group", required=True)
+    db = groups.add_parser("db", help="database").add_subparsers(dest="action", required=True)
+    db.add_parser("sync", help="migrate to the latest schema").set_defaults(func=db_sync)
+    keys = groups.add_parser("keys", help="token keys").add_subparsers(dest="action",
+                                                                       required=True)
+    keys.add_parser("rotate", help="make a new current key").set_defaults(func=keys_rotate)
+    keys.add_parser("list", help="list usable keys").set_defaults(func=keys_list)
+    ca = groups.add_parser("ca", help="attestation CA").add_subparsers(dest="action",
+                                                                       required=True)
+    ca.add_parser("init", help="create the CA if missing").set_defaults(func=ca_init)
+    profile = groups.add_parser("profile", help="security profiles").add_subparsers(
+        dest="action", required=True)
+    put = profile.add_parser("set", help="create or replace a profile from a file")
+    put.add_argument("name")
+    put.add_argument("file")
+    put.set_defaults(func=profile_set)
+    profile.add_parser("list", help="list profiles").set_defaults(func=profile_list)
+    draft = profile.add_parser("draft", help="draft a profile from a known-good event log")
+    draft.add_argument("--eventlog", required=True, metavar="LOG")
+    draft.add_argument("--name", required=True)
+    draft.add_argument("--level", required=True, type=int)
+    draft.set_defaults(func=profile_draft, no_conf=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[cfg.ConfigOpts | None, argparse.Namespace], int] = args.func
+    try:
+        conf = None if getattr(args, "no_conf", False) else _conf(args)
+        return int(handler(conf, args) or 0)
+    except (ManageError, ValueError, OSError, cfg.Error) as exc:
+        print(f"trusted-launch-ttp-manage: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from trusted_launch.ttp.db.api import DatabaseError
+        from trusted_launch.ttp.keystore import KeyStoreError
+        if isinstance(exc, DatabaseError | KeyStoreError | SQLAlchemyError):
+            print(f"trusted-launch-ttp-manage: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Steps 5-12 of the protocol on one compute host, for one instance.
+
+:class:`TrustedLaunchHost` takes a warm bind key from the pool, certifies it
+with the AK, sends the evidence to the TTP, opens the released secrets in the
+TPM and checks the image digest. It knows nothing of Nova: the driver calls
+:meth:`TrustedLaunchHost.release` before the guest exists and
+:func:`check_image_digest` against the image it will boot.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from trusted_launch.compute.errors import (
+    ImageDigestMismatch,
+    ReleaseUnusable,
+    TTPProtocolError,
+)
+from trusted_launch.compute.ttp_client import TTPClient
+from trusted_launch.crypto.binding import certify_qualifying_data
+from trusted_launch.crypto.errors import SealingError
+from trusted_launch.crypto.sealing import ReleasedSecrets, open_from_bind_key, release_aad
+from trusted_launch.crypto.token import ImageDigest
+from trusted_launch.tpm.errors import TPMError
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class StepTimer:
+    """Milliseconds spent in each protocol step of one launch."""
+
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def record(self, name: str, started: float) -> None:
+        self.steps[name] = self.steps.get(name, 0.0) + (time.perf_counter() - started) * 1000
+
+
+@dataclass(frozen=True)
+class HostIdentity:
+    """How this host is known to the TTP."""
+
+    host_name: str
+    ak_certificate_pem: str
+
+
+class TrustedLaunchHost:
+    """The host side of the protocol over a TPM device and its bind-key pool."""
+
+    def __init__(self, *, device, pool, identity: HostIdentity,
+                 read_event_log: Callable[[], bytes], bind_key_pcrs: str) -> None:
+        self._device = device
+        self._pool = pool
+        self._identity = identity
+        self._read_event_log = read_event_log
+        self._bind_key_pcrs = bind_key_pcrs
+
+    def release(self, ttp: TTPClient, *, token: str, launch_id: str,
+                timer: StepTimer | None = None) -> ReleasedSecrets:
+        """Attest this host for ``launch_id`` and return {N, H} from the TTP."""
+        timer = timer or StepTimer()
+        started = time.perf_counter()
+        bind_key = self._pool.acquire()
+        timer.record("bind_key", started)
+        started = time.perf_counter()
+        qualifying = certify_qualifying_data(token, bind_key.name, launch_id)
+        attest, signature = self._device.certify(bind_key, qualifying)
+        timer.record("certify", started)
+        body = self._attestation_body(token, launch_id, bind_key.public, attest, signature)
+        started = time.perf_counter()
+        answer = ttp.attest(body)
+        timer.record("ttp", started)
+        started = time.perf_counter()
+        secrets = self._open(bind_key, answer, launch_id)
+        timer.record("decrypt", started)
+        LOG.info("TTP %s released launch secrets for %s (attestation %s)",
+                 ttp.base_url, launch_id, answer.get("attestation_id"))
+        return secrets
+
+    def _attestation_body(self, token: str, launch_id: str, public: bytes, attest: bytes,
+                          signature: bytes) -> dict:
+        return {
+            "host": self._identity.host_name,
+            "launch_id": launch_id,
+            "token": token,
+            "ak_certificate": self._identity.ak_certificate_pem,
+            "bind_key_public": _b64(public),
+            "certify_info": _b64(attest),
+            "certify_signature": _b64(signature),
+            "event_log": _b64(self._read_event_log()),
+            "bind_key_pcrs": self._bind_key_pcrs,
+        }
+
+    def _open(self, bind_key, answer: dict, launch_id: str) -> ReleasedSecrets:
+        try:
+            envelope = base64.b64decode(answer["released"], validate=True)
+        except (KeyError, TypeError, ValueError):
+            raise TTPProtocolError("TTP accepted but sent no valid 'released' field") from None
+        aad = release_aad(launch_id, bind_key.name)
+        try:
+            return open_from_bind_key(
+                envelope, aad=aad,
+                ecdh_zgen=lambda x, y: self._device.ecdh_zgen(bind_key, (x, y)),
+                rsa_decrypt=lambda ct, label: self._device.rsa_decrypt(bind_key, ct, label))
+        except SealingError as exc:
+            raise ReleaseUnusable(f"released secrets do not open: {exc}") from None
+        except TPMError as exc:
+            raise ReleaseUnusable(str(exc)) from None
+
+
+def check_image_digest(expected: ImageDigest, actual: bytes) -> None:
+    """Refuse unless ``actual`` (of ``expected.algorithm``) equals the sealed digest."""
+    if not hmac.compare_digest(expected.value, actual):
+        raise ImageDigestMismatch(
+            f"the image to boot has {expected.algorithm} digest {actual.hex()[:16]}..., "
+            f"the tenant's token names {expected.value.hex()[:16]}...")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

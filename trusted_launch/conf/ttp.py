@@ -1,0 +1,91 @@
+"""Options of the trusted third party (TTP) service, read from its own config file."""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+api_group = cfg.OptGroup("api", title="TTP REST API", help="HTTPS listener of the TTP.")
+database_group = cfg.OptGroup("database", title="TTP database")
+keys_group = cfg.OptGroup("keys", title="TTP token keys and attestation CA")
+enrollment_group = cfg.OptGroup("enrollment", title="Compute host enrollment")
+attestation_group = cfg.OptGroup("attestation", title="Launch attestation")
+
+api_opts = [
+    cfg.HostAddressOpt("bind_host", default="0.0.0.0",  # noqa: S104 - a service listener
+                       help="Address the HTTPS API listens on."),
+    cfg.PortOpt("bind_port", default=8443, help="TCP port of the HTTPS API (0: any free port)."),
+    cfg.StrOpt("cert_file", help="PEM server certificate (with chain) for HTTPS. Required."),
+    cfg.StrOpt("key_file", help="PEM private key of the server certificate. Required."),
+    cfg.StrOpt("client_ca_file",
+               help="If set, clients must present a certificate issued by this CA (mutual TLS)."),
+    cfg.IntOpt("threads", default=8, min=1, help="Request threads per worker process."),
+    cfg.IntOpt("workers", default=1, min=1,
+               help="Worker processes sharing the listening socket (pre-fork)."),
+    cfg.IntOpt("max_request_body_size", default=256 * 1024, min=1024,
+               help="Largest accepted request body in bytes; larger bodies get 413."),
+    cfg.IntOpt("max_json_depth", default=16, min=2,
+               help="Deepest JSON nesting accepted in a request body."),
+    cfg.StrOpt("admin_token_hash",
+               help="SHA-256 hex digest of the admin API key; requests to the profile "
+                    "management endpoints carry the key in X-Auth-Token. Unset: "
+                    "profile management over the API is disabled."),
+    cfg.StrOpt("port_file",
+               help="If set, write the bound port number to this file once listening "
+                    "(useful with bind_port = 0)."),
+]
+
+database_opts = [
+    cfg.StrOpt("connection", secret=True,
+               default="sqlite:////var/lib/trusted-launch/ttp.sqlite",
+               help="SQLAlchemy URL of the TTP database (sqlite, postgresql+psycopg2, "
+                    "mysql+pymysql)."),
+]
+
+keys_opts = [
+    cfg.StrOpt("key_dir", default="/var/lib/trusted-launch/keys",
+               help="Directory of the TTP token key pairs (files mode 0600)."),
+    cfg.IntOpt("rotation_overlap", default=7 * 24 * 3600, min=0,
+               help="Seconds a previous token key is still accepted after rotation."),
+    cfg.StrOpt("attestation_ca_cert", default="/var/lib/trusted-launch/ca/ak-ca.pem",
+               help="PEM certificate of the attestation CA that issues AK certificates."),
+    cfg.StrOpt("attestation_ca_key", default="/var/lib/trusted-launch/ca/ak-ca.key",
+               help="PEM private key of the attestation CA (mode 0600)."),
+    cfg.IntOpt("ak_certificate_days", default=365, min=1,
+               help="Validity in days of issued AK certificates."),
+]
+
+enrollment_opts = [
+    cfg.ListOpt("ek_ca_files", default=[],
+                help="PEM files of TPM vendor CA certificates (roots and intermediates) "
+                     "that EK certificates must chain to."),
+    cfg.IntOpt("activation_timeout", default=600, min=10,
+               help="Seconds a host has to answer the credential challenge."),
+]
+
+attestation_opts = [
+    cfg.StrOpt("bind_key_pcrs", default="sha256:0,1,2,3,4,5,6,7",
+               help="PCRs that every bind key policy must cover at least."),
+    cfg.StrOpt("profile_dir",
+               help="Directory of security profile documents (YAML/JSON) loaded into "
+                    "the database at start-up if the profile is not there yet."),
+]
+
+_GROUPS = [
+    (api_group, api_opts),
+    (database_group, database_opts),
+    (keys_group, keys_opts),
+    (enrollment_group, enrollment_opts),
+    (attestation_group, attestation_opts),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register all TTP options on ``conf``."""
+    for group, opts in _GROUPS:
+        conf.register_group(group)
+        conf.register_opts(opts, group=group)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Options per group for oslo-config-generator."""
+    return [(group.name, opts) for group, opts in _GROUPS]

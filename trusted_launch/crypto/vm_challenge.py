@@ -1,0 +1,51 @@
+"""Step 15: the MAC with which a VM proves that it knows the launch nonce N.
+
+``mac = HMAC-SHA256(HKDF-SHA256(N, info="trusted-launch/v1 vm-challenge"),
+u16-prefixed challenge || server id || SSH host key fingerprint)``. Because the
+fingerprint is inside the MAC, the answer also authenticates the VM's SSH host
+key to the tenant.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from trusted_launch.crypto._encoding import length_prefixed
+from trusted_launch.crypto.errors import InvalidNonce
+
+CHALLENGE_INFO = b"trusted-launch/v1 vm-challenge"
+MIN_CHALLENGE = 16
+MAX_CHALLENGE = 64
+
+
+def challenge_key(nonce: bytes) -> bytes:
+    """The MAC key derived from N (N itself is never used directly)."""
+    if len(nonce) != 32:
+        raise InvalidNonce("a nonce must be 32 bytes")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=CHALLENGE_INFO).derive(nonce)
+
+
+def challenge_mac(nonce: bytes, challenge: bytes, server_id: str, fingerprint: str) -> bytes:
+    """The 32-byte answer to ``challenge`` for this server and SSH host key."""
+    message = length_prefixed(challenge, server_id.encode("utf-8"), fingerprint.encode("utf-8"))
+    return hmac.new(challenge_key(nonce), message, hashlib.sha256).digest()
+
+
+def ssh_fingerprint(public_key_line: str) -> str:
+    """OpenSSH ``SHA256:<base64 no padding>`` of an ``ssh-xxx AAAA... [comment]`` line."""
+    parts = public_key_line.strip().split()
+    if len(parts) < 2:
+        raise ValueError("SSH public key line must be '<type> <base64 blob> [comment]'")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        raise ValueError("SSH public key blob is not base64") from None
+    if len(blob) < 4 or not blob[4:].startswith(parts[0].encode("ascii", "replace")):
+        raise ValueError(f"SSH public key blob does not hold a {parts[0]!r} key")
+    digest = hashlib.sha256(blob).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")

@@ -1,0 +1,200 @@
+"""One TPM, one ESAPI context, one command sequence at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+
+from tpm2_pytss import ESAPI, TSS2_Exception
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_CAP, TPM2_HC, TPM2_SE, TPM2_SU
+
+from trusted_launch.evidence.algorithms import HashAlg
+from trusted_launch.tpm import keys
+from trusted_launch.tpm.errors import TPMCommandError, TPMError, TPMUnavailable
+from trusted_launch.tpm.tcti import TCTISpec, open_tcti
+from trusted_launch.tpm.templates import PCRSelection
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_SRK_HANDLE = 0x81000001
+DEFAULT_AK_HANDLE = 0x81010002
+_TCTI_LAYER = 0x0A0000
+_LAYER_MASK = 0xFF0000
+_TPM_RC_INITIALIZE = 0x100
+# ESAPI helpers that do not talk to the TPM (not counted as TPM commands).
+_LOCAL_CALLS = frozenset({"tr_set_auth", "tr_get_name", "trsess_set_attributes",
+                          "trsess_get_attributes", "trsess_get_nonce_tpm",
+                          "tr_get_tpm_handle", "tr_close", "tr_serialize",
+                          "tr_deserialize", "get_tcti", "tcti", "close", "is_closed"})
+
+
+class CountingESAPI:
+    """ESAPI proxy that counts the calls that send a command to the TPM."""
+
+    def __init__(self, ectx: ESAPI, device: TPMDevice) -> None:
+        self._ectx = ectx
+        self._device = device
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._ectx, name)
+        if name.startswith("_") or name in _LOCAL_CALLS or not callable(attr):
+            return attr
+
+        def counted(*args, **kwargs):
+            self._device.command_log.append(name)
+            return attr(*args, **kwargs)
+        return counted
+
+
+class TPMDevice:
+    """A TPM reached through a TCTI; methods are safe to call from many threads.
+
+    All TPM access goes through :meth:`esapi`, which holds the device lock for
+    the whole command sequence (load, session, use, flush) and turns TSS
+    errors into :class:`~trusted_launch.tpm.errors.TPMError` subclasses.
+    """
+
+    def __init__(self, tcti: TCTISpec | str, *, srk_handle: int = DEFAULT_SRK_HANDLE,
+                 ak_handle: int = DEFAULT_AK_HANDLE) -> None:
+        self.tcti = tcti
+        self.srk_handle = srk_handle
+        self.ak_handle = ak_handle
+        self.command_log: list[str] = []
+        self._lock = threading.RLock()
+        self._tcti = open_tcti(tcti)
+        try:
+            self._ectx = ESAPI(self._tcti)
+        except TSS2_Exception as exc:
+            self._tcti.close()
+            raise TPMUnavailable(f"cannot start ESAPI on TCTI {tcti}: {exc}") from None
+        self._persistent: dict[int, ESYS_TR] = {}
+        self._spare_session: ESYS_TR | None = None
+        self.srk_checked = False
+        self._startup()
+
+    def _startup(self) -> None:
+        try:
+            with self.esapi("Startup") as ectx:
+                ectx.startup(TPM2_SU.CLEAR)
+        except TPMCommandError as exc:
+            if exc.error != _TPM_RC_INITIALIZE:
+                raise
+
+    def __enter__(self) -> TPMDevice:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the ESAPI context and the TCTI (idempotent)."""
+        with self._lock:
+            if self._ectx is not None:
+                if self._spare_session is not None:
+                    with contextlib.suppress(TSS2_Exception):
+                        self._ectx.flush_context(self._spare_session)
+                    self._spare_session = None
+                self._ectx.close()
+                self._tcti.close()
+                self._ectx = None
+
+    @contextlib.contextmanager
+    def esapi(self, operation: str) -> Iterator[CountingESAPI]:
+        """Lock the device and yield its ESAPI; translate TSS errors for ``operation``."""
+        with self._lock:
+            if self._ectx is None:
+                raise TPMUnavailable(f"TPM {operation}: the device is closed")
+            try:
+                yield CountingESAPI(self._ectx, self)
+            except TSS2_Exception as exc:
+                raise translate_error(operation, exc) from None
+
+    def persistent(self, ectx: CountingESAPI, handle: int) -> ESYS_TR | None:
+        """ESYS_TR of a persistent handle (cached), or None if it is empty."""
+        if handle not in self._persistent:
+            _, data = ectx.get_capability(TPM2_CAP.HANDLES, handle, 1)
+            if handle not in [int(h) for h in data.data.handles]:
+                return None
+            self._persistent[handle] = ectx.tr_from_tpmpublic(handle)
+        return self._persistent[handle]
+
+    def forget_persistent(self, handle: int) -> None:
+        """Drop a cached persistent handle (after EvictControl changed it)."""
+        self._persistent.pop(handle, None)
+
+    def prestart_policy_session(self) -> None:
+        """Start the policy session the next bind key decryption will use.
+
+        Called off the launch path (e.g. by BindKeyPool.fill) so that a
+        decryption costs one TPM command less; at most one spare is kept.
+        """
+        with self.esapi("StartAuthSession") as ectx:
+            if self._spare_session is None:
+                self._spare_session = _start_policy_session(ectx)
+
+    def take_policy_session(self, ectx: CountingESAPI) -> ESYS_TR:
+        """The spare policy session if there is one, else a new one (lock held)."""
+        session, self._spare_session = self._spare_session, None
+        return session if session is not None else _start_policy_session(ectx)
+
+    def srk(self, ectx: CountingESAPI) -> ESYS_TR:
+        """The storage root key, created and persisted on first use."""
+        return keys.ensure_srk(self, ectx)
+
+    def ek_certificate(self) -> bytes:
+        """DER EK certificate (RSA index 0x01c00002, else ECC 0x01c0000a)."""
+        with self.esapi("read EK certificate") as ectx:
+            return keys.read_ek_certificate(ectx)[1]
+
+    def ek_public(self) -> bytes:
+        """Marshalled TPM2B_PUBLIC of the EK matching the EK certificate."""
+        with self.esapi("create EK") as ectx:
+            return keys.ek_public(ectx)
+
+    def ensure_attestation_key(self) -> keys.AttestationKey:
+        """The persisted AK (ECC P-256, restricted ECDSA-SHA256), created once."""
+        with self.esapi("ensure attestation key") as ectx:
+            return keys.ensure_attestation_key(self, ectx)
+
+    def activate_credential(self, credential_blob: bytes, encrypted_secret: bytes) -> bytes:
+        """TPM2_ActivateCredential with the AK and the EK; returns the secret."""
+        with self.esapi("ActivateCredential") as ectx:
+            return keys.activate_credential(self, ectx, credential_blob, encrypted_secret)
+
+    def read_pcrs(self, selection: PCRSelection | str) -> dict[HashAlg, dict[int, bytes]]:
+        """Current PCR values ``{bank: {pcr: digest}}``."""
+        with self.esapi("PCR_Read") as ectx:
+            return keys.read_pcrs(ectx, selection)
+
+    def quote(self, selection: PCRSelection | str, nonce: bytes) -> tuple[bytes, bytes]:
+        """TPM2_Quote with the AK: (TPMS_ATTEST, TPMT_SIGNATURE) marshalled."""
+        with self.esapi("Quote") as ectx:
+            return keys.quote(self, ectx, selection, nonce)
+
+    def transient_handles(self) -> list[int]:
+        """Handles of loaded transient objects (should be empty between operations)."""
+        with self.esapi("GetCapability") as ectx:
+            _, data = ectx.get_capability(TPM2_CAP.HANDLES, TPM2_HC.TRANSIENT_FIRST, 64)
+            return [int(h) for h in data.data.handles]
+
+    def loaded_sessions(self) -> list[int]:
+        """Handles of loaded sessions (should be empty between operations)."""
+        with self.esapi("GetCapability") as ectx:
+            _, data = ectx.get_capability(TPM2_CAP.HANDLES,
+                                          TPM2_HC.LOADED_SESSION_FIRST, 64)
+            return [int(h) for h in data.data.handles]
+
+
+def _start_policy_session(ectx: CountingESAPI) -> ESYS_TR:
+    return ectx.start_auth_session(ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.POLICY, None,
+                                   TPM2_ALG.SHA256)
+
+
+def translate_error(operation: str, exc: TSS2_Exception) -> TPMError:
+    """Map a TSS2 exception to TPMUnavailable (transport) or TPMCommandError."""
+    rc = int(exc.rc)
+    if rc & _LAYER_MASK == _TCTI_LAYER:
+        return TPMUnavailable(f"TPM {operation}: TPM unreachable: {exc} (rc 0x{rc:x})")
+    return TPMCommandError(operation, rc, str(exc), int(exc.error))

@@ -1,0 +1,7 @@
+"""The trusted third party (TTP): host enrollment, launch attestation, secret release.
+
+The TTP is an HTTPS service (:mod:`trusted_launch.ttp.api`) over a SQL
+database (:mod:`trusted_launch.ttp.db`); it enrolls compute hosts' TPMs,
+judges their launch evidence with :mod:`trusted_launch.ttp.verifier` and
+releases the tenant's nonce only to a bind key it has verified.
+"""

@@ -1,0 +1,1 @@
+"""TTP database: SQLAlchemy models, data access and Alembic migrations."""

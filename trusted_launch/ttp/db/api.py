@@ -1,0 +1,209 @@
+"""Data access of the TTP: one short transaction per operation."""
+
+from __future__ import annotations
+
+import datetime
+import hmac
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import create_engine, delete, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from trusted_launch.ttp.db.models import Attestation, Host, Profile, UsedToken, utcnow
+
+
+class DatabaseError(Exception):
+    """The database could not complete an operation (the caller answers 503)."""
+
+
+class TokenAlreadyUsed(Exception):
+    """The launch token's digest is already in used_tokens (a replay)."""
+
+
+class HostConflict(Exception):
+    """A host of that name is enrolled with a different EK."""
+
+
+@dataclass(frozen=True)
+class AttestationRecord:
+    """What the audit trail keeps of one attestation decision (never N, never the token)."""
+
+    id: str
+    requester: str
+    host: str
+    launch_id: str
+    verdict: str
+    requested_profile: str | None = None
+    satisfied_profile: str | None = None
+    check: str | None = None
+    reason: str | None = None
+    evidence_digests: dict[str, str] = field(default_factory=dict)
+    created_at: datetime.datetime | None = None
+
+    def to_dict(self) -> dict:
+        """The JSON form served by GET /v1/attestations/{id}."""
+        created = self.created_at.isoformat() + "Z" if self.created_at else None
+        return {"attestation_id": self.id, "created_at": created,
+                "requester": self.requester, "host": self.host, "launch_id": self.launch_id,
+                "verdict": self.verdict, "profile": self.requested_profile,
+                "satisfied_profile": self.satisfied_profile, "check": self.check,
+                "reason": self.reason, "evidence_digests": self.evidence_digests}
+
+
+def _record_from_row(row: Attestation) -> AttestationRecord:
+    return AttestationRecord(
+        id=row.id, requester=row.requester, host=row.host, launch_id=row.launch_id,
+        verdict=row.verdict, requested_profile=row.requested_profile,
+        satisfied_profile=row.satisfied_profile, check=row.check, reason=row.reason,
+        evidence_digests=json.loads(row.evidence_digests or "{}"), created_at=row.created_at)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine suited to the URL (SQLite waits on locks instead of failing at once)."""
+    if url.startswith("sqlite"):
+        return create_engine(url, connect_args={"timeout": 30})
+    return create_engine(url, pool_pre_ping=True)
+
+
+class TTPDatabase:
+    """The TTP's persistent state: hosts, profiles, attestations, used tokens."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def dispose(self) -> None:
+        """Close all pooled connections."""
+        self.engine.dispose()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except (TokenAlreadyUsed, HostConflict):
+            raise
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"database unavailable: {type(exc).__name__}") from exc
+
+    # hosts ---------------------------------------------------------------
+
+    def get_host(self, name: str) -> Host | None:
+        """The host row named ``name`` (detached), or None."""
+        with self._transaction() as session:
+            return session.scalar(select(Host).where(Host.name == name))
+
+    def save_pending_host(self, *, name: str, ek_cert_fingerprint: str, ek_public: str,
+                          ak_public: str, ak_name: str, credential_digest: str,
+                          challenge_expires_at: int) -> None:
+        """Create the host or renew its challenge; the same name with another EK conflicts."""
+        try:
+            with self._transaction() as session:
+                host = session.scalar(select(Host).where(Host.name == name).with_for_update())
+                if host is None:
+                    host = Host(name=name, state="pending",
+                                ek_cert_fingerprint=ek_cert_fingerprint)
+                    session.add(host)
+                elif host.ek_cert_fingerprint != ek_cert_fingerprint:
+                    raise HostConflict(name)
+                host.ek_public = ek_public
+                host.pending_ak_public, host.pending_ak_name = ak_public, ak_name
+                host.credential_digest = credential_digest
+                host.challenge_expires_at = challenge_expires_at
+        except IntegrityError as exc:  # a concurrent enrollment of the same name won
+            raise HostConflict(name) from exc
+
+    def activate_host(self, name: str, credential_digest: str, now: int) -> Host | None:
+        """Make the pending AK active if ``credential_digest`` answers its live challenge.
+
+        Any wrong or late answer also cancels the challenge (one attempt per
+        challenge); returns None then.
+        """
+        with self._transaction() as session:
+            host = session.scalar(select(Host).where(Host.name == name).with_for_update())
+            if host is None or host.credential_digest is None:
+                return None
+            answered = hmac.compare_digest(host.credential_digest, credential_digest)
+            live = (host.challenge_expires_at or 0) >= now
+            if answered and live:
+                host.ak_public, host.ak_name = host.pending_ak_public, host.pending_ak_name
+                host.state, host.activated_at = "active", utcnow()
+            host.pending_ak_public = host.pending_ak_name = None
+            host.credential_digest = host.challenge_expires_at = None
+            return host if answered and live else None
+
+    # profiles ------------------------------------------------------------
+
+    def put_profile(self, name: str, level: int, document: dict) -> bool:
+        """Create or replace a profile; True if it was created."""
+        with self._transaction() as session:
+            row = session.get(Profile, name)
+            created = row is None
+            if created:
+                row = Profile(name=name)
+                session.add(row)
+            row.level, row.document = level, json.dumps(document, sort_keys=True)
+            row.updated_at = utcnow()
+            return created
+
+    def get_profile(self, name: str) -> Profile | None:
+        """The profile row, or None."""
+        with self._transaction() as session:
+            return session.get(Profile, name)
+
+    def list_profiles(self) -> list[Profile]:
+        """All profiles by level then name."""
+        with self._transaction() as session:
+            return list(session.scalars(select(Profile).order_by(Profile.level, Profile.name)))
+
+    def delete_profile(self, name: str) -> bool:
+        """Delete a profile; True if it existed."""
+        with self._transaction() as session:
+            return session.execute(delete(Profile).where(Profile.name == name)).rowcount > 0
+
+    # attestations --------------------------------------------------------
+
+    def record_attestation(self, record: AttestationRecord, *,
+                           token_digest: bytes | None = None, expires_at: int = 0) -> None:
+        """Store the audit record, and with ``token_digest`` mark the token used, atomically.
+
+        Raises TokenAlreadyUsed (nothing stored) if the token was redeemed before.
+        """
+        try:
+            with self._transaction() as session:
+                if token_digest is not None:
+                    session.add(UsedToken(token_digest=token_digest.hex(),
+                                          attestation_id=record.id, expires_at=expires_at))
+                    session.flush()
+                session.add(_row_from_record(record))
+        except IntegrityError as exc:
+            if token_digest is not None:
+                raise TokenAlreadyUsed(record.id) from exc
+            raise DatabaseError("attestation record conflict") from exc
+
+    def get_attestation(self, attestation_id: str) -> AttestationRecord | None:
+        """The audit record, or None."""
+        with self._transaction() as session:
+            row = session.get(Attestation, attestation_id)
+            return None if row is None else _record_from_row(row)
+
+    def purge_used_tokens(self, now: int) -> int:
+        """Forget used tokens that expired before ``now`` (they fail the expiry check anyway)."""
+        with self._transaction() as session:
+            return session.execute(delete(UsedToken).where(UsedToken.expires_at < now)).rowcount
+
+
+def _row_from_record(record: AttestationRecord) -> Attestation:
+    return Attestation(
+        id=record.id, requester=record.requester, host=record.host,
+        launch_id=record.launch_id, verdict=record.verdict,
+        requested_profile=record.requested_profile, satisfied_profile=record.satisfied_profile,
+        check=record.check, reason=record.reason,
+        evidence_digests=json.dumps(record.evidence_digests, sort_keys=True))

@@ -1,0 +1,88 @@
+"""SQLAlchemy 2 models of the TTP database.
+
+No row ever holds a tenant nonce, a token's text or plaintext, or a private
+key: hosts keep only the SHA-256 of their pending activation secret,
+attestations only verdicts and evidence digests.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from sqlalchemy import BigInteger, DateTime, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime.datetime:
+    """The current UTC time, naive (as stored)."""
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the TTP tables."""
+
+
+class Host(Base):
+    """An enrolled compute host: its EK identity, active AK and the AK awaiting activation.
+
+    A new AK replaces the active one only after its credential challenge is
+    answered, so a re-enrollment attempt cannot disturb an active host.
+    """
+
+    __tablename__ = "hosts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)  # pending | active
+    ek_cert_fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    ek_public: Mapped[str] = mapped_column(Text, nullable=False)  # base64 TPM2B_PUBLIC
+    ak_public: Mapped[str | None] = mapped_column(Text)  # active AK, base64 TPM2B_PUBLIC
+    ak_name: Mapped[str | None] = mapped_column(String(140))  # hex
+    pending_ak_public: Mapped[str | None] = mapped_column(Text)  # AK awaiting activation
+    pending_ak_name: Mapped[str | None] = mapped_column(String(140))
+    credential_digest: Mapped[str | None] = mapped_column(String(64))
+    challenge_expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime.datetime] = mapped_column(
+        DateTime, default=utcnow, onupdate=utcnow)
+    activated_at: Mapped[datetime.datetime | None] = mapped_column(DateTime)
+
+
+class Profile(Base):
+    """A security profile document (validated by trusted_launch.policy)."""
+
+    __tablename__ = "profiles"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    level: Mapped[int] = mapped_column(Integer, nullable=False)
+    document: Mapped[str] = mapped_column(Text, nullable=False)  # JSON
+    updated_at: Mapped[datetime.datetime] = mapped_column(
+        DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Attestation(Base):
+    """The audit record of one attestation decision (trusted or refused)."""
+
+    __tablename__ = "attestations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    requester: Mapped[str] = mapped_column(String(255), nullable=False)
+    host: Mapped[str] = mapped_column(String(255), nullable=False)
+    launch_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    requested_profile: Mapped[str | None] = mapped_column(String(64))
+    satisfied_profile: Mapped[str | None] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(16), nullable=False)  # trusted | refused
+    check: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    evidence_digests: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
+
+
+class UsedToken(Base):
+    """A launch token already redeemed: the primary key makes replay detection atomic."""
+
+    __tablename__ = "used_tokens"
+
+    token_digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex SHA-256
+    attestation_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)

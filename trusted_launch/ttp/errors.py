@@ -1,0 +1,79 @@
+"""Errors the TTP answers with: each maps to one JSON error body and HTTP status."""
+
+from __future__ import annotations
+
+
+class APIError(Exception):
+    """An error answer: ``{"error": {"code", "check", "reason"}}`` with ``status``."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, check: str, reason: str, *, extra: dict | None = None) -> None:
+        super().__init__(f"{check}: {reason}")
+        self.check = check
+        self.reason = reason
+        self.extra = extra or {}
+
+    def body(self) -> dict:
+        """The JSON body of the answer."""
+        return {"error": {"code": self.code, "check": self.check, "reason": self.reason},
+                **self.extra}
+
+
+class BadRequest(APIError):
+    """The request is malformed (400)."""
+
+
+class Unauthorized(APIError):
+    """The admin token is missing or wrong (401)."""
+
+    status, code = 401, "unauthorized"
+
+
+class NotFound(APIError):
+    """No such resource (404)."""
+
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(APIError):
+    """The resource exists but not with this method (405)."""
+
+    status, code = 405, "method_not_allowed"
+
+
+class Refused(APIError):
+    """A security check refused the request (403)."""
+
+    status, code = 403, "attestation_refused"
+
+
+class EnrollmentRefused(Refused):
+    """A host enrollment check failed (403)."""
+
+    code = "enrollment_refused"
+
+
+class Conflict(APIError):
+    """The request conflicts with the stored state (409)."""
+
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(APIError):
+    """The body exceeds the configured limit (413)."""
+
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(APIError):
+    """The body is not in a supported format (415)."""
+
+    status, code = 415, "unsupported_media_type"
+
+
+class ServiceUnavailable(APIError):
+    """A dependency (the database, the key store) is unavailable (503)."""
+
+    status, code = 503, "service_unavailable"

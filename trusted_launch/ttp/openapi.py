@@ -1,0 +1,197 @@
+"""The OpenAPI 3.0 description of the TTP's /v1 API (served at /v1/openapi.json)."""
+
+from __future__ import annotations
+
+import copy
+
+_B64 = {"type": "string", "format": "byte", "minLength": 1}
+_HOST = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$"}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 255}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict) -> dict:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict:
+    return {"description": description, **_json(_ref("Error"))}
+
+
+_COMMON_ERRORS = {"400": _error("Malformed request"), "405": _error("Method not allowed"),
+                  "503": _error("A backing store is unavailable")}
+_BODY_ERRORS = {"413": _error("Body larger than the limit"),
+                "415": _error("Unsupported content type")}
+
+_SCHEMAS: dict = {
+    "Error": {"type": "object", "required": ["error"], "properties": {
+        "error": {"type": "object", "required": ["code", "check", "reason"], "properties": {
+            "code": {"type": "string"}, "check": {"type": "string"},
+            "reason": {"type": "string"}}},
+        "attestation_id": {"type": "string"}}},
+    "Link": {"type": "object", "properties": {"rel": {"type": "string"},
+                                              "href": {"type": "string"}}},
+    "Version": {"type": "object", "required": ["id", "status"], "properties": {
+        "id": {"type": "string"}, "status": {"type": "string"},
+        "links": {"type": "array", "items": _ref("Link")}}},
+    "TokenKey": {"type": "object", "required": ["id", "algorithm", "public_key", "not_after"],
+                 "properties": {
+                     "id": {"type": "string"},
+                     "algorithm": {"type": "string",
+                                   "enum": ["hpke-x25519-hkdf-sha256-aes128gcm"]},
+                     "public_key": {"type": "string", "description": "base64url raw key"},
+                     "not_after": {"type": "integer", "nullable": True}}},
+    "EnrollmentRequest": {"type": "object", "required": [
+        "host", "ek_certificate", "ek_public", "ak_public"], "properties": {
+        "host": _HOST, "ek_certificate": {**_B64, "description": "DER X.509"},
+        "ek_public": {**_B64, "description": "TPM2B_PUBLIC"},
+        "ak_public": {**_B64, "description": "TPM2B_PUBLIC"}}},
+    "Challenge": {"type": "object", "required": [
+        "host", "credential_blob", "encrypted_secret"], "properties": {
+        "host": {"type": "string"}, "credential_blob": _B64, "encrypted_secret": _B64}},
+    "Activation": {"type": "object", "required": ["secret"], "properties": {"secret": _B64}},
+    "AKCertificate": {"type": "object", "required": ["ak_certificate"], "properties": {
+        "ak_certificate": {"type": "string", "description": "PEM"}}},
+    "Host": {"type": "object", "required": ["host", "state"], "properties": {
+        "host": {"type": "string"}, "state": {"type": "string", "enum": ["pending", "active"]},
+        "ek_certificate_sha256": {"type": "string"},
+        "ak_name": {"type": "string", "nullable": True},
+        "activated_at": {"type": "string", "nullable": True}}},
+    "Profile": {"type": "object", "required": ["name", "level"],
+                "additionalProperties": True, "properties": {
+                    "name": {"type": "string", "pattern": "^[a-z0-9_-]{1,32}$"},
+                    "level": {"type": "integer", "minimum": 0, "maximum": 1000},
+                    "description": {"type": "string"},
+                    "require_secure_boot": {"type": "boolean"},
+                    "pcrs": {"type": "object"}, "event_digests": {"type": "object"},
+                    "forbid_event_types": {"type": "array"}, "ima": {"type": "object"}}},
+    "ProfileSummary": {"type": "object", "required": ["name", "level"], "properties": {
+        "name": {"type": "string"}, "level": {"type": "integer"},
+        "description": {"type": "string"}}},
+    "AttestationRequest": {"type": "object", "required": [
+        "host", "launch_id", "token", "ak_certificate", "bind_key_public", "certify_info",
+        "certify_signature", "event_log", "bind_key_pcrs"], "properties": {
+        "host": _HOST, "launch_id": _NAME, "token": {"type": "string"},
+        "ak_certificate": {"type": "string", "description": "PEM"},
+        "bind_key_public": {**_B64, "description": "TPM2B_PUBLIC"},
+        "certify_info": {**_B64, "description": "TPMS_ATTEST"},
+        "certify_signature": {**_B64, "description": "TPMT_SIGNATURE"},
+        "event_log": {**_B64, "description": "binary_bios_measurements"},
+        "bind_key_pcrs": {"type": "string", "example": "sha256:0,1,2,3,4,5,6,7"}}},
+    "AttestationResult": {"type": "object", "required": [
+        "attestation_id", "verdict", "profile", "satisfied_profile", "released"],
+        "properties": {
+            "attestation_id": {"type": "string"},
+            "verdict": {"type": "string", "enum": ["trusted"]},
+            "profile": {"type": "string"}, "satisfied_profile": {"type": "string"},
+            "released": {**_B64, "description": "envelope sealed to the bind key"}}},
+    "AttestationRecord": {"type": "object", "required": ["attestation_id", "verdict"],
+                          "properties": {
+                              "attestation_id": {"type": "string"},
+                              "created_at": {"type": "string", "nullable": True},
+                              "requester": {"type": "string"}, "host": {"type": "string"},
+                              "launch_id": {"type": "string"},
+                              "verdict": {"type": "string", "enum": ["trusted", "refused"]},
+                              "profile": {"type": "string", "nullable": True},
+                              "satisfied_profile": {"type": "string", "nullable": True},
+                              "check": {"type": "string", "nullable": True},
+                              "reason": {"type": "string", "nullable": True},
+                              "evidence_digests": {"type": "object", "additionalProperties":
+                                                   {"type": "string"}}}},
+}
+
+
+def _path_param(name: str, schema: dict) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+_ADMIN = [{"adminToken": []}]
+_PROFILE_PARAM = [_path_param("name", _NAME)]
+_HOST_PARAM = [_path_param("host", _NAME)]
+
+_PATHS: dict = {
+    "/": {"get": {"operationId": "listVersions", "summary": "API versions", "responses": {
+        "200": {"description": "Versions", **_json({"type": "object", "properties": {
+            "versions": {"type": "array", "items": _ref("Version")}}})}}}},
+    "/v1": {"get": {"operationId": "showVersion", "summary": "The v1 API", "responses": {
+        "200": {"description": "Version", **_json({"type": "object", "properties": {
+            "version": _ref("Version")}})}}}},
+    "/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
+                                 "responses": {"200": {"description": "OpenAPI 3 document",
+                                                       **_json({"type": "object"})}}}},
+    "/v1/keys": {"get": {"operationId": "listTokenKeys",
+                         "summary": "Public keys to seal launch tokens to (current first)",
+                         "responses": {"200": {"description": "Keys", **_json({
+                             "type": "object", "required": ["keys"], "properties": {
+                                 "keys": {"type": "array", "items": _ref("TokenKey")}}})},
+                             "503": _error("Key store unavailable")}}},
+    "/v1/hosts": {"post": {
+        "operationId": "enrollHost", "summary": "Start enrolling a compute host's TPM",
+        "requestBody": {"required": True, **_json(_ref("EnrollmentRequest"))},
+        "responses": {"201": {"description": "Credential challenge", **_json(_ref("Challenge"))},
+                      "403": _error("Enrollment refused"), **_COMMON_ERRORS,
+                      **_BODY_ERRORS}}},
+    "/v1/hosts/{host}": {"get": {
+        "operationId": "showHost", "summary": "Enrollment state of a host",
+        "parameters": _HOST_PARAM,
+        "responses": {"200": {"description": "Host", **_json(_ref("Host"))},
+                      "404": _error("Not enrolled"), **_COMMON_ERRORS}}},
+    "/v1/hosts/{host}/activation": {"post": {
+        "operationId": "activateHost", "summary": "Answer the credential challenge",
+        "parameters": _HOST_PARAM,
+        "requestBody": {"required": True, **_json(_ref("Activation"))},
+        "responses": {"200": {"description": "AK certificate", **_json(_ref("AKCertificate"))},
+                      "403": _error("Activation failed"), "404": _error("Not enrolled"),
+                      **_COMMON_ERRORS, **_BODY_ERRORS}}},
+    "/v1/profiles": {"get": {
+        "operationId": "listProfiles", "summary": "Security profiles, weakest first",
+        "responses": {"200": {"description": "Profiles", **_json({
+            "type": "object", "properties": {
+                "profiles": {"type": "array", "items": _ref("ProfileSummary")}}})},
+            "503": _error("Database unavailable")}}},
+    "/v1/profiles/{name}": {
+        "get": {"operationId": "showProfile", "parameters": _PROFILE_PARAM,
+                "responses": {"200": {"description": "Profile", **_json(_ref("Profile"))},
+                              "404": _error("No such profile"), **_COMMON_ERRORS}},
+        "put": {"operationId": "putProfile", "security": _ADMIN, "parameters": _PROFILE_PARAM,
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("Profile")},
+                    "application/yaml": {"schema": {"type": "string"}}}},
+                "responses": {"200": {"description": "Replaced", **_json(_ref("Profile"))},
+                              "201": {"description": "Created", **_json(_ref("Profile"))},
+                              "401": _error("Admin token missing or wrong"),
+                              "409": _error("Level already used by another profile"),
+                              **_COMMON_ERRORS, **_BODY_ERRORS}},
+        "delete": {"operationId": "deleteProfile", "security": _ADMIN,
+                   "parameters": _PROFILE_PARAM,
+                   "responses": {"204": {"description": "Deleted"},
+                                 "401": _error("Admin token missing or wrong"),
+                                 "404": _error("No such profile"), **_COMMON_ERRORS}}},
+    "/v1/attestations": {"post": {
+        "operationId": "attest", "summary": "Attest a host for one launch; release N, H",
+        "requestBody": {"required": True, **_json(_ref("AttestationRequest"))},
+        "responses": {"200": {"description": "Trusted", **_json(_ref("AttestationResult"))},
+                      "403": _error("Refused (recorded)"), **_COMMON_ERRORS,
+                      **_BODY_ERRORS}}},
+    "/v1/attestations/{attestation_id}": {"get": {
+        "operationId": "showAttestation", "summary": "Audit record of an attestation",
+        "parameters": [_path_param("attestation_id", {"type": "string", "format": "uuid"})],
+        "responses": {"200": {"description": "Record", **_json(_ref("AttestationRecord"))},
+                      "404": _error("No such attestation"), **_COMMON_ERRORS}}},
+}
+
+
+def openapi_document(server_url: str | None = None) -> dict:
+    """The OpenAPI 3.0.3 document; ``server_url`` becomes its server entry."""
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "trusted-launch TTP", "version": "1.0",
+                 "description": "Trusted third party of the trusted VM launch protocol."},
+        "servers": [{"url": server_url or "/"}],
+        "paths": copy.deepcopy(_PATHS),
+        "components": {"schemas": copy.deepcopy(_SCHEMAS), "securitySchemes": {
+            "adminToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}}},
+    }

@@ -1,0 +1,161 @@
+"""The attestation flow around the verifier: host and AK lookup, replay, durable audit.
+
+Order matters: the answer that carries the released secrets is produced
+only after the used-token row and the audit record are committed together,
+so a token is redeemed at most once even with several worker processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+from oslo_log import log as logging
+
+from trusted_launch.ttp.db.api import (
+    AttestationRecord,
+    DatabaseError,
+    TokenAlreadyUsed,
+    TTPDatabase,
+)
+from trusted_launch.ttp.errors import BadRequest, Refused, ServiceUnavailable
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RequestSummary:
+    """What the audit record may keep of a request (no token, no evidence bytes)."""
+
+    requester: str
+    host: str
+    launch_id: str
+
+
+def _spki(key) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def check_ak_certificate(pem: bytes, host: str, ak_public_key, ca_cert: x509.Certificate,
+                         now: datetime.datetime) -> None:
+    """The presented AK certificate: issued by our CA, for ``host``, over the enrolled AK."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError as exc:
+        raise Refused("ak_certificate", "not a PEM X.509 certificate") from exc
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise Refused("ak_certificate", "not issued by this TTP's attestation CA") from exc
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise Refused("ak_certificate", "outside its validity period")
+    names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if names != [host]:
+        raise Refused("ak_certificate", f"issued to {names!r}, not to host {host!r}")
+    if _spki(cert.public_key()) != _spki(ak_public_key):
+        raise Refused("ak_certificate", "certifies a key other than the host's enrolled AK")
+
+
+class AttestationService:
+    """POST /v1/attestations: parse, look up, verify, record, answer."""
+
+    def __init__(self, db: TTPDatabase, ca_certificate: Callable[[], x509.Certificate],
+                 make_verifier: Callable[[], object]) -> None:
+        self.db = db
+        self.ca_certificate = ca_certificate
+        self.make_verifier = make_verifier
+
+    def attest(self, body: object, requester: str) -> tuple[int, dict]:
+        """(HTTP status, JSON body) for one attestation request."""
+        request = self._parse(body)
+        summary = RequestSummary(requester, request.host, request.launch_id)
+        attestation_id = str(uuid.uuid4())
+        try:
+            ak_public = self._host_ak(request)
+        except Refused as refusal:
+            return self._refuse(attestation_id, summary, None, refusal.check, refusal.reason)
+        decision = self.make_verifier().verify(request, ak_public)
+        if not decision.trusted:
+            return self._refuse(attestation_id, summary, decision, decision.check,
+                                decision.reason)
+        return self._release(attestation_id, summary, decision)
+
+    @staticmethod
+    def _parse(body: object):
+        from trusted_launch.ttp import verifier
+        request_invalid = getattr(verifier, "RequestInvalid", None)
+        if not isinstance(body, dict):
+            raise BadRequest("body", "must be a JSON object")
+        try:
+            return verifier.AttestationRequest.from_json(body)
+        except Exception as exc:
+            if request_invalid is not None and isinstance(exc, request_invalid):
+                raise BadRequest(getattr(exc, "check", "body"),
+                                 getattr(exc, "reason", str(exc))) from exc
+            raise
+
+    def _host_ak(self, request):
+        from trusted_launch.evidence.tpm2 import parse_public
+        host = self.db.get_host(request.host)
+        if host is None or host.state != "active" or not host.ak_public:
+            raise Refused("host_unknown", f"host {request.host!r} is not enrolled and active")
+        ak_public = parse_public(base64.b64decode(host.ak_public), tpm2b=True)
+        check_ak_certificate(request.ak_certificate_pem, request.host, ak_public.public_key(),
+                             self.ca_certificate(), datetime.datetime.now(datetime.UTC))
+        return ak_public
+
+    def _record(self, record: AttestationRecord, **token) -> None:
+        try:
+            self.db.record_attestation(record, **token)
+        except DatabaseError as exc:
+            LOG.error("attestation %s not recorded: %s", record.id, exc)
+            raise ServiceUnavailable("database", "the audit record could not be stored; "
+                                                 "nothing was released") from exc
+
+    def _refuse(self, attestation_id: str, summary: RequestSummary, decision, check: str,
+                reason: str) -> tuple[int, dict]:
+        record = AttestationRecord(
+            id=attestation_id, requester=summary.requester, host=summary.host,
+            launch_id=summary.launch_id, verdict="refused",
+            requested_profile=getattr(decision, "requested_profile", None),
+            satisfied_profile=getattr(decision, "satisfied_profile", None),
+            check=check, reason=reason,
+            evidence_digests=dict(getattr(decision, "evidence_digests", None) or {}))
+        self._record(record)
+        LOG.info("attestation %s refused: host=%s launch=%s check=%s", attestation_id,
+                 summary.host, summary.launch_id, check)
+        refusal = Refused(check, reason, extra={"attestation_id": attestation_id})
+        return refusal.status, refusal.body()
+
+    def _release(self, attestation_id: str, summary: RequestSummary, decision
+                 ) -> tuple[int, dict]:
+        record = AttestationRecord(
+            id=attestation_id, requester=summary.requester, host=summary.host,
+            launch_id=summary.launch_id, verdict="trusted",
+            requested_profile=decision.requested_profile,
+            satisfied_profile=decision.satisfied_profile,
+            evidence_digests=dict(decision.evidence_digests or {}))
+        if not decision.token_digest or not decision.released:
+            return self._refuse(attestation_id, summary, decision, "token_malformed",
+                                "the verifier gave no token digest; nothing released")
+        expires_at = int(getattr(decision, "token_expires_at", 0) or 0)
+        try:
+            self._record(record, token_digest=decision.token_digest, expires_at=expires_at)
+        except TokenAlreadyUsed:
+            return self._refuse(str(uuid.uuid4()), summary, decision, "token_replayed",
+                                "this launch token was already redeemed")
+        LOG.info("attestation %s trusted: host=%s launch=%s profile=%s satisfied=%s",
+                 attestation_id, summary.host, summary.launch_id, decision.requested_profile,
+                 decision.satisfied_profile)
+        return 200, {"attestation_id": attestation_id, "verdict": "trusted",
+                     "profile": decision.requested_profile,
+                     "satisfied_profile": decision.satisfied_profile,
+                     "released": base64.b64encode(decision.released).decode()}
