@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 
 import requests
@@ -13,6 +15,7 @@ from trusted_launch.crypto._encoding import b64url_decode
 from trusted_launch.crypto.token import HPKE_ALGORITHM
 
 MAX_RESPONSE_BYTES = 64 * 1024
+_KEY_ID_RE = re.compile(r"[0-9a-f]{16}")
 
 
 def fetch_ttp_key(ttp_url: str, *, ca_file: str | None = None,
@@ -36,17 +39,20 @@ def _get_keys_document(ttp_url: str, ca_file: str | None, timeout: float) -> obj
     url = ttp_url.rstrip("/") + "/v1/keys"
     try:
         response = requests.get(url, verify=ca_file if ca_file else True, timeout=timeout,
-                                headers={"Accept": "application/json"}, allow_redirects=False)
+                                headers={"Accept": "application/json"}, allow_redirects=False,
+                                stream=True)
+        with response:
+            content = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
     except requests.exceptions.SSLError as exc:
         raise TTPKeyError(f"TLS verification of {url} failed: {_short(exc)}") from None
     except requests.exceptions.RequestException as exc:
         raise TTPKeyError(f"cannot reach {url}: {_short(exc)}") from None
     if response.status_code != 200:
         raise TTPKeyError(f"{url} answered HTTP {response.status_code}")
-    if len(response.content) > MAX_RESPONSE_BYTES:
+    if len(content) > MAX_RESPONSE_BYTES:
         raise TTPKeyError(f"{url} answered more than {MAX_RESPONSE_BYTES} bytes")
     try:
-        return response.json()
+        return json.loads(content)
     except ValueError:
         raise TTPKeyError(f"{url} did not answer JSON") from None
 
@@ -55,6 +61,8 @@ def _parse_key(entry: dict, *, now: float) -> tuple[str, X25519PublicKey]:
     key_id = entry.get("id")
     if not isinstance(key_id, str) or not key_id:
         raise TTPKeyError("TTP key entry has no 'id'")
+    if not _KEY_ID_RE.fullmatch(key_id):
+        raise TTPKeyError(f"TTP key id {key_id!r} is not 16 lower-case hex characters")
     if entry.get("algorithm") != HPKE_ALGORITHM:
         raise TTPKeyError(
             f"TTP key {key_id} uses algorithm {entry.get('algorithm')!r}, not {HPKE_ALGORITHM}")

@@ -28,12 +28,12 @@ def _conf(args: argparse.Namespace) -> cfg.ConfigOpts:
 
 def _keys(conf: cfg.ConfigOpts):
     from trusted_launch.ttp.keystore import TokenKeyStore
-    return TokenKeyStore(conf.keys.key_dir, conf.keys.rotation_overlap)
+    return TokenKeyStore(conf.key_store.key_dir, conf.key_store.rotation_overlap)
 
 
 def _ca(conf: cfg.ConfigOpts):
     from trusted_launch.ttp.keystore import AttestationCA
-    return AttestationCA(conf.keys.attestation_ca_cert, conf.keys.attestation_ca_key)
+    return AttestationCA(conf.key_store.attestation_ca_cert, conf.key_store.attestation_ca_key)
 
 
 def _profiles(conf: cfg.ConfigOpts):
@@ -48,7 +48,7 @@ def db_sync(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     sync(conf.database.connection)
     print("database at revision head")
     if _ca(conf).init():
-        print(f"created attestation CA {conf.keys.attestation_ca_cert}")
+        print(f"created attestation CA {conf.key_store.attestation_ca_cert}")
     key_id = _keys(conf).ensure_current()
     if key_id:
         print(f"created token key {key_id}")
@@ -74,7 +74,7 @@ def keys_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
 
 def ca_init(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     created = _ca(conf).init()
-    print(("created " if created else "exists: ") + conf.keys.attestation_ca_cert)
+    print(("created " if created else "exists: ") + conf.key_store.attestation_ca_cert)
     return 0
 
 

@@ -26,6 +26,7 @@ from trusted_launch.crypto.binding import certify_qualifying_data
 from trusted_launch.crypto.errors import SealingError
 from trusted_launch.crypto.sealing import ReleasedSecrets, open_from_bind_key, release_aad
 from trusted_launch.crypto.token import ImageDigest
+from trusted_launch.tpm import bindkeys
 from trusted_launch.tpm.errors import TPMError
 
 LOG = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class TrustedLaunchHost:
         timer.record("bind_key", started)
         started = time.perf_counter()
         qualifying = certify_qualifying_data(token, bind_key.name, launch_id)
-        attest, signature = self._device.certify(bind_key, qualifying)
+        attest, signature = bindkeys.certify(self._device, bind_key, qualifying)
         timer.record("certify", started)
         body = self._attestation_body(token, launch_id, bind_key.public, attest, signature)
         started = time.perf_counter()
@@ -105,8 +106,9 @@ class TrustedLaunchHost:
         try:
             return open_from_bind_key(
                 envelope, aad=aad,
-                ecdh_zgen=lambda x, y: self._device.ecdh_zgen(bind_key, (x, y)),
-                rsa_decrypt=lambda ct, label: self._device.rsa_decrypt(bind_key, ct, label))
+                ecdh_zgen=lambda x, y: bindkeys.ecdh_zgen(self._device, bind_key, (x, y)),
+                rsa_decrypt=lambda ct, label: bindkeys.rsa_decrypt(self._device, bind_key, ct,
+                                                                label))
         except SealingError as exc:
             raise ReleaseUnusable(f"released secrets do not open: {exc}") from None
         except TPMError as exc:

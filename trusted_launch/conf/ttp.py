@@ -6,7 +6,7 @@ from oslo_config import cfg
 
 api_group = cfg.OptGroup("api", title="TTP REST API", help="HTTPS listener of the TTP.")
 database_group = cfg.OptGroup("database", title="TTP database")
-keys_group = cfg.OptGroup("keys", title="TTP token keys and attestation CA")
+keys_group = cfg.OptGroup("key_store", title="TTP token keys and attestation CA")
 enrollment_group = cfg.OptGroup("enrollment", title="Compute host enrollment")
 attestation_group = cfg.OptGroup("attestation", title="Launch attestation")
 
@@ -21,8 +21,9 @@ api_opts = [
     cfg.IntOpt("threads", default=8, min=1, help="Request threads per worker process."),
     cfg.IntOpt("workers", default=1, min=1,
                help="Worker processes sharing the listening socket (pre-fork)."),
-    cfg.IntOpt("max_request_body_size", default=256 * 1024, min=1024,
-               help="Largest accepted request body in bytes; larger bodies get 413."),
+    cfg.IntOpt("max_request_body_size", default=6 * 1024 * 1024, min=1024,
+               help="Largest accepted request body in bytes; larger bodies get 413 "
+                    "unread. Attestations carry the base64 event log (up to 4 MiB)."),
     cfg.IntOpt("max_json_depth", default=16, min=2,
                help="Deepest JSON nesting accepted in a request body."),
     cfg.StrOpt("admin_token_hash",

@@ -205,7 +205,10 @@ def _decode_plaintext(plaintext: bytes) -> LaunchToken:
     image_key = reader.take(key_size, "image key") if key_size else None
     if reader.offset != len(plaintext):
         raise reader.fail(f"{len(plaintext) - reader.offset} unexpected trailing bytes")
-    return LaunchToken(nonce, profile, digest, expires_at, image_key)
+    try:
+        return LaunchToken(nonce, profile, digest, expires_at, image_key)
+    except ValueError as exc:
+        raise TokenMalformed(f"token plaintext: {exc}") from None
 
 
 def _read_digest(reader: _PlainReader) -> ImageDigest:

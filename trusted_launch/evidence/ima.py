@@ -57,6 +57,8 @@ _FILE_DIGEST_SIZES = {
 _WEAK_FILE_DIGESTS = frozenset({"md4", "md5", "rmd128", "rmd160", "tgr128", "tgr160"})
 _TEMPLATE_HASH_ALGS = {alg.digest_size: alg for alg in
                        (HashAlg.SHA1, HashAlg.SHA256, HashAlg.SHA384, HashAlg.SHA512)}
+_HASHLIB = {HashAlg.SHA1: hashlib.sha1, HashAlg.SHA256: hashlib.sha256,
+            HashAlg.SHA384: hashlib.sha384, HashAlg.SHA512: hashlib.sha512}
 _U32 = struct.Struct("<I")
 _U32_CACHE = tuple(_U32.pack(n) for n in range(4098))   # PATH_MAX + 2
 
@@ -125,7 +127,7 @@ def encode_entry(template_name: str, path: str, file_digest: bytes, alg: str = "
     if signature is not None and template_name != "ima-sig":
         raise EvidenceError(f"IMA entry: a {template_name} entry has no signature field")
     path_b = path.encode("utf-8", "surrogateescape")
-    _check_file_digest(alg.encode("ascii"), file_digest, "IMA entry", 0)
+    _check_file_digest(alg.encode("ascii", "replace"), file_digest, "IMA entry", 0)
     _check_path(path_b, template_name, "IMA entry", 0)
     extra = buffer if template_name == "ima-buf" else signature
     data = _template_data(template_name, alg, file_digest, path_b, extra)
@@ -181,7 +183,9 @@ def format_binary(entries: Iterable[ImaEntry]) -> bytes:
 
 def synthetic_ima_ng_list(count: int, *, alg: str = "sha256", binary: bool = False) -> bytes:
     """A deterministic ``ima-ng`` list of ``count`` entries with correct template hashes."""
-    size = _FILE_DIGEST_SIZES[alg]
+    size = _FILE_DIGEST_SIZES.get(alg)
+    if size is None:
+        raise UnknownAlgorithmError("synthetic IMA list", 0, f"unknown algorithm {alg!r}")
     entries = [encode_ima_ng_entry("boot_aggregate", hashlib.sha512(b"boot").digest()[:size], alg)]
     for i in range(1, count):
         digest = hashlib.sha512(i.to_bytes(8, "little")).digest()[:size]
@@ -465,6 +469,10 @@ class ImaReplayState:
 
 
 def _start_pcrs(state: ImaReplayState | None, banks: Sequence[HashAlg]) -> dict[HashAlg, bytes]:
+    unsupported = [HashAlg(bank).bank_name for bank in banks if bank not in _HASHLIB]
+    if unsupported or not banks:
+        raise UnknownAlgorithmError("IMA replay", 0, "banks must be some of sha1, sha256, "
+                                    f"sha384, sha512 (got {unsupported or 'none'})")
     if state is None:
         return {bank: bytes(bank.digest_size) for bank in banks}
     missing = [bank.bank_name for bank in banks if bank not in state.pcrs]
@@ -491,6 +499,12 @@ def _check_continuity(state: ImaReplayState, entry: ImaEntry | None) -> None:
 # Replay
 # --------------------------------------------------------------------------
 
+def _digest(bank: HashAlg, data: bytes) -> bytes:
+    """``bank(data)``; direct hashlib constructors are twice as fast as hashlib.new."""
+    constructor = _HASHLIB.get(bank)
+    return bank.digest(data) if constructor is None else constructor(data).digest()
+
+
 def _where(entry: ImaEntry, offset: int | None) -> str:
     place = f"line {entry.index + 1}" if offset is None else f"offset {offset}"
     return f"IMA entry {entry.index} ({place}, {entry.path[:120]!r})"
@@ -504,21 +518,21 @@ def _bank_digests(entry: ImaEntry, banks: Sequence[HashAlg], pcr: int,
                                f"not the replayed PCR {pcr}")
     alg = _TEMPLATE_HASH_ALGS.get(len(entry.template_hash))
     if alg is None:
-        raise ParseError(_where(entry, offset), 0,
-                         f"template hash of {len(entry.template_hash)} bytes")
+        raise EvidenceError(f"{_where(entry, offset)}: template hash of "
+                            f"{len(entry.template_hash)} bytes")
     if entry.is_violation:
         return [b"\xff" * bank.digest_size for bank in banks]
-    computed = alg.digest(entry.template_data)
+    computed = _digest(alg, entry.template_data)
     if computed != entry.template_hash:
         raise TemplateHashMismatch(
             f"{_where(entry, offset)}: template hash {entry.template_hash.hex()} does not "
             f"match the template data ({computed.hex()})")
-    return [computed if bank is alg else bank.digest(entry.template_data) for bank in banks]
+    return [computed if bank is alg else _digest(bank, entry.template_data) for bank in banks]
 
 
 def _extend(pcrs: dict[HashAlg, bytes], banks: Sequence[HashAlg], digests: list[bytes]) -> None:
     for bank, digest in zip(banks, digests, strict=True):
-        pcrs[bank] = bank.digest(pcrs[bank] + digest)
+        pcrs[bank] = _digest(bank, pcrs[bank] + digest)
 
 
 def _replay_entries(entries: Iterable[ImaEntry], banks: Sequence[HashAlg],
@@ -547,10 +561,10 @@ def replay(entries: Sequence[ImaEntry], banks: Sequence[HashAlg] = DEFAULT_BANKS
 def _resume_binary(data: bytes, state: ImaReplayState, hash_size: int) -> int:
     """The offset after the state's last entry, checked against ``data``."""
     if state.last_entry_offset is None:
-        reader, entry = Reader(data, "IMA binary measurement list"), None
-        for index in range(state.count):
-            entry = None if reader.at_end() else _decode_binary_entry(reader, index, hash_size)
-        _check_continuity(state, entry)
+        reader, entry, index = Reader(data, "IMA binary measurement list"), None, 0
+        while index < state.count and not reader.at_end():       # bounded by len(data)
+            entry, index = _decode_binary_entry(reader, index, hash_size), index + 1
+        _check_continuity(state, entry if index == state.count else None)
         return reader.offset
     reader = Reader(data, "IMA binary measurement list", start=state.last_entry_offset)
     try:
@@ -644,42 +658,46 @@ class _LineOffsets:
 def _replay_ascii_lines(lines: list[bytes], banks: tuple[HashAlg, ...],
                         pcrs: dict[HashAlg, bytes], pcr: int, first_index: int,
                         offset_of: _LineOffsets) -> bytes:
-    """Replay ascii lines into ``pcrs``; return the last line's template hash.
-
-    Hot loop: a plain ``10 <sha1> ima-ng alg:hex path`` line is hashed without
-    building an ImaEntry (four hashlib calls for the sha1 + sha256 banks);
-    anything else, or any doubt, goes through the general decoder, which
-    accepts a superset of the fast path and produces the precise error.
-    """
-    sha1, sha256, unhex, u32, prefixes = (hashlib.sha1, hashlib.sha256, binascii.a2b_hex,
-                                          _U32_CACHE, _DNG_PREFIXES)
-    fast = banks == DEFAULT_BANKS and pcr == IMA_PCR
-    p1, p256 = (pcrs[HashAlg.SHA1], pcrs[HashAlg.SHA256]) if fast else (b"", b"")
+    """Replay ascii lines into ``pcrs`` one decoded entry at a time; the last template hash."""
     thash = b""
     for i, line in enumerate(lines):
-        if fast:
-            try:
-                pcr_text, hash_hex, name, digest_text, path = line.split(b" ", 4)
-                alg, _, digest_hex = digest_text.partition(b":")
-                prefix, size = prefixes[alg]
-                digest, thash = unhex(digest_hex), unhex(hash_hex)
-                data = prefix + digest + u32[len(path) + 1] + path + b"\0"
-            except (ValueError, KeyError, IndexError):
-                pass
-            else:
-                if (len(digest) == size and pcr_text == b"10" and name == b"ima-ng"
-                        and b"\0" not in path):
-                    digest1 = sha1(data).digest()
-                    if digest1 == thash:
-                        p1 = sha1(p1 + digest1).digest()
-                        p256 = sha256(p256 + sha256(data).digest()).digest()
-                        continue
-            pcrs[HashAlg.SHA1], pcrs[HashAlg.SHA256] = p1, p256
         thash = _replay_line(line, first_index + i, offset_of(i), banks, pcrs, pcr)
-        if fast:
-            p1, p256 = pcrs[HashAlg.SHA1], pcrs[HashAlg.SHA256]
-    if fast:
+    return thash
+
+
+def _replay_ascii_fast(lines: list[bytes], pcrs: dict[HashAlg, bytes], first_index: int,
+                       offset_of: _LineOffsets) -> bytes:
+    """:func:`_replay_ascii_lines` for NUL-free lines, the sha1 + sha256 banks and PCR 10.
+
+    A plain ``10 <sha1> ima-ng alg:hex path`` line is hashed without building an
+    ImaEntry: four hashlib calls and little else.  Any other line, or any doubt,
+    goes through the general decoder, which accepts a superset of this path and
+    raises the precise error.
+    """
+    sha1, sha256, unhex, u32, prefixes, join = (hashlib.sha1, hashlib.sha256, binascii.a2b_hex,
+                                                _U32_CACHE, _DNG_PREFIXES, b"".join)
+    p1, p256 = pcrs[HashAlg.SHA1], pcrs[HashAlg.SHA256]
+    thash = b""
+    for i, line in enumerate(lines):
+        try:
+            pcr_text, hash_hex, name, digest_text, path = line.split(b" ", 4)
+            alg, _, digest_hex = digest_text.partition(b":")
+            prefix, size = prefixes[alg]
+            digest, thash = unhex(digest_hex), unhex(hash_hex)
+            data = join((prefix, digest, u32[len(path) + 1], path, b"\0"))
+        except (ValueError, KeyError, IndexError):
+            pass
+        else:
+            if len(digest) == size and name == b"ima-ng" and pcr_text == b"10":
+                digest1 = sha1(data).digest()
+                if digest1 == thash:
+                    p1 = sha1(p1 + digest1).digest()
+                    p256 = sha256(p256 + sha256(data).digest()).digest()
+                    continue
         pcrs[HashAlg.SHA1], pcrs[HashAlg.SHA256] = p1, p256
+        thash = _replay_line(line, first_index + i, offset_of(i), DEFAULT_BANKS, pcrs, IMA_PCR)
+        p1, p256 = pcrs[HashAlg.SHA1], pcrs[HashAlg.SHA256]
+    pcrs[HashAlg.SHA1], pcrs[HashAlg.SHA256] = p1, p256
     return thash
 
 
@@ -698,7 +716,10 @@ def replay_ascii(data: bytes | str, banks: Sequence[HashAlg] = DEFAULT_BANKS,
     if not lines:
         return _unchanged(state, pcrs)
     offset_of = _LineOffsets(lines, start)
-    last_hash = _replay_ascii_lines(lines, banks, pcrs, pcr, count, offset_of)
+    if banks == DEFAULT_BANKS and pcr == IMA_PCR and data.find(b"\0", start) < 0:
+        last_hash = _replay_ascii_fast(lines, pcrs, count, offset_of)
+    else:
+        last_hash = _replay_ascii_lines(lines, banks, pcrs, pcr, count, offset_of)
     return ImaReplayState(count + len(lines), pcrs, offset_of(len(lines) - 1), last_hash)
 
 

@@ -38,6 +38,8 @@ from trusted_launch.evidence.errors import UnknownAlgorithmError
 from trusted_launch.policy.errors import PolicyError
 
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+MAX_YAML_BYTES = 2 * 1024 * 1024  # PyYAML is pure Python: larger profiles should be JSON
+MAX_FLOW_DEPTH = 100
 MAX_DIGESTS = 100_000
 MAX_DESCRIPTION = 4096
 MAX_PATH_LENGTH = 4096
@@ -45,6 +47,7 @@ MAX_LEVEL = 1000
 MAX_PCR = 23
 NAME_PATTERN = re.compile(r"[a-z0-9_-]{1,32}")
 _EVENT_TYPE_PATTERN = re.compile(r"EV_[A-Z0-9_]{1,64}")
+_FLOW_INDICATORS = re.compile(r"[\[\]{}]")
 
 # TCG PC Client Platform Firmware Profile event types (name -> value).
 EVENT_TYPES: Mapping[str, int] = types.MappingProxyType({
@@ -207,7 +210,28 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _check_yaml_shape(text: str) -> None:
+    """Refuse what makes PyYAML's scanner slow: size and deep flow nesting.
+
+    PyYAML's time grows quadratically with ``[[[[...`` nesting; brackets are
+    counted without regard to quoting, which only errs on the safe side.
+    """
+    if len(text) > MAX_YAML_BYTES:
+        raise PolicyError("document", f"YAML documents are limited to {MAX_YAML_BYTES} "
+                                      "bytes; use JSON for larger profiles")
+    depth = 0
+    for match in _FLOW_INDICATORS.finditer(text):
+        if match.group() in "[{":
+            depth += 1
+            if depth > MAX_FLOW_DEPTH:
+                raise PolicyError("document", f"more than {MAX_FLOW_DEPTH} unclosed '[' or "
+                                              "'{' (nested too deeply)")
+        elif depth:
+            depth -= 1
+
+
 def _parse_yaml(text: str) -> Any:
+    _check_yaml_shape(text)
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - strict SafeLoader
     except yaml.YAMLError as exc:

@@ -176,10 +176,16 @@ def _with_policy(device: TPMDevice, bind_key: BindKey, operation: str,
 
 def _use_in_session(device: TPMDevice, ectx: CountingESAPI, selection,
                     use: Callable[[ESYS_TR], object]):
-    """PolicyPCR then ``use`` in a session the TPM flushes after one successful use."""
+    """PolicyPCR then ``use`` in a salted session that encrypts the response.
+
+    continueSession is clear, so the TPM flushes the session after one
+    successful use; ENCRYPT makes the TPM encrypt the first response
+    parameter (the shared point or the plaintext) with the session key.
+    """
     session = device.take_policy_session(ectx)
     try:
-        ectx.trsess_set_attributes(session, 0, TPMA_SESSION.CONTINUESESSION)
+        ectx.trsess_set_attributes(session, TPMA_SESSION.ENCRYPT,
+                                   TPMA_SESSION.CONTINUESESSION | TPMA_SESSION.ENCRYPT)
         ectx.policy_pcr(session, b"", selection)
         return use(session)
     except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
@@ -9,20 +10,23 @@ from collections.abc import Iterator
 
 from tpm2_pytss import ESAPI, TSS2_Exception
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_CAP, TPM2_HC, TPM2_SE, TPM2_SU
+from tpm2_pytss.types import TPMT_SYM_DEF
 
 from trusted_launch.evidence.algorithms import HashAlg
 from trusted_launch.tpm import keys
 from trusted_launch.tpm.errors import TPMCommandError, TPMError, TPMUnavailable
-from trusted_launch.tpm.tcti import TCTISpec, open_tcti
+from trusted_launch.tpm.tcti import TCTISpec, open_tcti, parse_tcti
 from trusted_launch.tpm.templates import PCRSelection
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_SRK_HANDLE = 0x81000001
 DEFAULT_AK_HANDLE = 0x81010002
+COMMAND_LOG_SIZE = 64  # recent TPM command names, for benchmarks and tests
 _TCTI_LAYER = 0x0A0000
 _LAYER_MASK = 0xFF0000
 _TPM_RC_INITIALIZE = 0x100
+_SIMULATORS = frozenset({"swtpm", "mssim"})
 # ESAPI helpers that do not talk to the TPM (not counted as TPM commands).
 _LOCAL_CALLS = frozenset({"tr_set_auth", "tr_get_name", "trsess_set_attributes",
                           "trsess_get_attributes", "trsess_get_nonce_tpm",
@@ -58,23 +62,30 @@ class TPMDevice:
 
     def __init__(self, tcti: TCTISpec | str, *, srk_handle: int = DEFAULT_SRK_HANDLE,
                  ak_handle: int = DEFAULT_AK_HANDLE) -> None:
-        self.tcti = tcti
+        self.tcti = parse_tcti(tcti) if isinstance(tcti, str) else tcti
         self.srk_handle = srk_handle
         self.ak_handle = ak_handle
-        self.command_log: list[str] = []
+        self.command_log: collections.deque[str] = collections.deque(maxlen=COMMAND_LOG_SIZE)
         self._lock = threading.RLock()
-        self._tcti = open_tcti(tcti)
+        self._tcti = open_tcti(self.tcti)
         try:
             self._ectx = ESAPI(self._tcti)
         except TSS2_Exception as exc:
             self._tcti.close()
-            raise TPMUnavailable(f"cannot start ESAPI on TCTI {tcti}: {exc}") from None
+            raise TPMUnavailable(f"cannot start ESAPI on TCTI {self.tcti}: {exc}") from None
         self._persistent: dict[int, ESYS_TR] = {}
         self._spare_session: ESYS_TR | None = None
         self.srk_checked = False
-        self._startup()
+        self._broken: str | None = None
+        if self.tcti.name in _SIMULATORS:
+            try:
+                self._startup()
+            except TPMError:
+                self.close()
+                raise
 
     def _startup(self) -> None:
+        """TPM2_Startup(CLEAR) for a simulator that may not have been started."""
         try:
             with self.esapi("Startup") as ectx:
                 ectx.startup(TPM2_SU.CLEAR)
@@ -106,10 +117,16 @@ class TPMDevice:
         with self._lock:
             if self._ectx is None:
                 raise TPMUnavailable(f"TPM {operation}: the device is closed")
+            if self._broken is not None:
+                raise TPMUnavailable(f"TPM {operation}: connection lost earlier ({self._broken}); "
+                                     "open a new TPMDevice")
             try:
                 yield CountingESAPI(self._ectx, self)
             except TSS2_Exception as exc:
-                raise translate_error(operation, exc) from None
+                error = translate_error(operation, exc)
+                if isinstance(error, TPMUnavailable):
+                    self._broken = str(error)
+                raise error from None
 
     def persistent(self, ectx: CountingESAPI, handle: int) -> ESYS_TR | None:
         """ESYS_TR of a persistent handle (cached), or None if it is empty."""
@@ -132,12 +149,14 @@ class TPMDevice:
         """
         with self.esapi("StartAuthSession") as ectx:
             if self._spare_session is None:
-                self._spare_session = _start_policy_session(ectx)
+                self._spare_session = _start_policy_session(ectx, self.srk(ectx))
 
     def take_policy_session(self, ectx: CountingESAPI) -> ESYS_TR:
         """The spare policy session if there is one, else a new one (lock held)."""
         session, self._spare_session = self._spare_session, None
-        return session if session is not None else _start_policy_session(ectx)
+        if session is None:
+            session = _start_policy_session(ectx, self.srk(ectx))
+        return session
 
     def srk(self, ectx: CountingESAPI) -> ESYS_TR:
         """The storage root key, created and persisted on first use."""
@@ -187,9 +206,14 @@ class TPMDevice:
             return [int(h) for h in data.data.handles]
 
 
-def _start_policy_session(ectx: CountingESAPI) -> ESYS_TR:
-    return ectx.start_auth_session(ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.POLICY, None,
-                                   TPM2_ALG.SHA256)
+def _start_policy_session(ectx: CountingESAPI, salt_key: ESYS_TR) -> ESYS_TR:
+    """A policy session salted with ``salt_key`` (the SRK), AES-128-CFB capable.
+
+    The salt gives the session a key that only this TPM knows, so the session
+    can encrypt the secret response of ECDH_ZGen / RSA_Decrypt on the bus.
+    """
+    return ectx.start_auth_session(salt_key, ESYS_TR.NONE, TPM2_SE.POLICY,
+                                   TPMT_SYM_DEF.parse("aes128cfb"), TPM2_ALG.SHA256)
 
 
 def translate_error(operation: str, exc: TSS2_Exception) -> TPMError:

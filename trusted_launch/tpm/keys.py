@@ -42,6 +42,8 @@ _AK_REQUIRED = (TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT | TPMA_OBJECT.
                 | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN)
 _SRK_REQUIRED = (TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT | TPMA_OBJECT.FIXEDTPM
                  | TPMA_OBJECT.FIXEDPARENT)
+# An AK must not decrypt, an SRK must not sign (either would break restricted-key rules).
+_FORBIDDEN = {"attestation key": TPMA_OBJECT.DECRYPT, "SRK": TPMA_OBJECT.SIGN_ENCRYPT}
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,8 @@ def _check_attributes(ectx: CountingESAPI, handle: ESYS_TR, required: int, what:
                       tpm_handle: int) -> TPM2B_PUBLIC:
     public, _, _ = ectx.read_public(handle)
     attributes = int(public.publicArea.objectAttributes)
-    if attributes & required != required or public.publicArea.type != TPM2_ALG.ECC:
+    if (attributes & required != required or attributes & _FORBIDDEN[what]
+            or public.publicArea.type != TPM2_ALG.ECC):
         raise UnexpectedKeyError(
             f"persistent handle 0x{tpm_handle:08x} holds an object that is not an ECC "
             f"{what} (attributes 0x{attributes:08x}); free it or configure another handle")

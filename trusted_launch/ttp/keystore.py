@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import hashlib
 import json
 import os
 import pathlib
@@ -24,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.x509.oid import NameOID
+
+from trusted_launch.crypto.token import key_id_for
 
 TOKEN_KEY_ALGORITHM = "hpke-x25519-hkdf-sha256-aes128gcm"  # noqa: S105 - a name
 _INDEX = "index.json"
@@ -59,8 +60,8 @@ def _raw_public(private_key: X25519PrivateKey) -> bytes:
 
 
 def token_key_id(private_key: X25519PrivateKey) -> str:
-    """A key's id: 16 hex digits of SHA-256 of its raw public key."""
-    return hashlib.sha256(_raw_public(private_key)).hexdigest()[:16]
+    """A key's id as the token format names it (derived from the public key)."""
+    return key_id_for(private_key.public_key())
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from oslo_log import log as logging
 from trusted_launch.ttp.keystore import write_private_file
 
 LOG = logging.getLogger(__name__)
+_MIN_WORKER_LIFE = 5.0  # seconds; a worker dying sooner means a configuration problem
 
 
 class InheritedSocketServer(wsgi.Server):
@@ -72,7 +73,10 @@ def _serve(listener: socket.socket, app: Callable, conf: cfg.ConfigOpts) -> None
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    server.safe_start()  # returns after stop() on SystemExit/KeyboardInterrupt
+    try:
+        server.safe_start()  # stops the server on SystemExit/KeyboardInterrupt, re-raises
+    except (SystemExit, KeyboardInterrupt):
+        LOG.info("TTP worker %d stopped", os.getpid())
 
 
 def _spawn(listener: socket.socket, make_app: Callable[[], Callable],
@@ -82,6 +86,8 @@ def _spawn(listener: socket.socket, make_app: Callable[[], Callable],
         code = 0
         try:
             _serve(listener, make_app(), conf)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0
         except BaseException:  # the child must never return into the parent
             LOG.exception("worker %d failed", os.getpid())
             code = 1
@@ -90,34 +96,49 @@ def _spawn(listener: socket.socket, make_app: Callable[[], Callable],
     return pid
 
 
+class _Stop(Exception):
+    """Raised by the supervisor's signal handler to leave waitpid()."""
+
+
+def _raise_stop(signum, frame):
+    raise _Stop
+
+
 def _supervise(listener: socket.socket, make_app: Callable[[], Callable],
                conf: cfg.ConfigOpts) -> None:
-    stopping = False
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    started = time.monotonic()
+    children: set[int] = set()
+    try:
+        children.update(_spawn(listener, make_app, conf) for _ in range(conf.api.workers))
+        LOG.info("TTP serving with %d workers: %s", len(children), sorted(children))
+        _watch(children, lambda: _spawn(listener, make_app, conf), started)
+    except _Stop:
+        LOG.info("TTP stopping")
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for pid in children:
+            _signal(pid, signal.SIGTERM)
+        for pid in children:
+            _reap(pid)
 
-    def stop(signum, frame):
-        nonlocal stopping
-        stopping = True
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    children = {_spawn(listener, make_app, conf) for _ in range(conf.api.workers)}
-    LOG.info("TTP serving with %d workers: %s", len(children), sorted(children))
-    while children and not stopping:
+def _watch(children: set[int], respawn: Callable[[], int], started: float) -> None:
+    """Replace workers that die; give up if they die right at start-up."""
+    while children:
         try:
             pid, status = os.waitpid(-1, 0)
         except ChildProcessError:
-            break
-        except InterruptedError:
+            return
+        if pid not in children:
             continue
-        if pid in children and not stopping:
-            children.discard(pid)
-            LOG.warning("worker %d exited (status %d); starting another", pid, status)
-            time.sleep(0.5)
-            children.add(_spawn(listener, make_app, conf))
-    for pid in children:
-        _signal(pid, signal.SIGTERM)
-    for pid in children:
-        _reap(pid)
+        children.discard(pid)
+        if time.monotonic() - started < _MIN_WORKER_LIFE:
+            LOG.error("worker %d failed at start-up (status %d); stopping", pid, status)
+            return
+        LOG.warning("worker %d exited (status %d); starting another", pid, status)
+        children.add(respawn())
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -137,13 +158,14 @@ def _reap(pid: int) -> None:
 def run(conf: cfg.ConfigOpts, make_app: Callable[[], Callable]) -> None:
     """Bind, announce the port, and serve until SIGTERM."""
     ssl_adapter(conf)  # fail early on a bad certificate or key
+    app = make_app()  # fail early on a bad configuration too (nothing connects yet)
     listener = listen(conf.api.bind_host, conf.api.bind_port)
     port = listener.getsockname()[1]
     LOG.info("TTP listening on https://%s:%d", conf.api.bind_host, port)
     if conf.api.port_file:
         write_private_file(pathlib.Path(conf.api.port_file), f"{port}\n".encode())
     if conf.api.workers == 1:
-        _serve(listener, make_app(), conf)
+        _serve(listener, app, conf)
     else:
         _supervise(listener, make_app, conf)
     listener.close()

@@ -73,6 +73,7 @@ class Decision:
     token_digest: bytes | None
     evidence_digests: Mapping[str, str]
     released: bytes | None = field(default=None, repr=False)
+    token_expires_at: int | None = None  # keep the replay record at least this long
 
 
 class Refusal(Exception):
@@ -91,12 +92,14 @@ class _Progress:
     evidence_digests: dict[str, str]
     token_digest: bytes | None = None
     requested_profile: str | None = None
+    token_expires_at: int | None = None
 
     def refuse(self, refusal: Refusal) -> Decision:
         return Decision(trusted=False, check=refusal.check, reason=refusal.reason,
                         requested_profile=self.requested_profile, satisfied_profile=None,
                         token_digest=self.token_digest,
-                        evidence_digests=dict(self.evidence_digests))
+                        evidence_digests=dict(self.evidence_digests),
+                        token_expires_at=self.token_expires_at)
 
 
 class LaunchVerifier:
@@ -132,7 +135,8 @@ class LaunchVerifier:
         return Decision(trusted=True, check=None, reason=None,
                         requested_profile=token.profile, satisfied_profile=satisfied,
                         token_digest=progress.token_digest,
-                        evidence_digests=dict(progress.evidence_digests), released=released)
+                        evidence_digests=dict(progress.evidence_digests), released=released,
+                        token_expires_at=token.expires_at)
 
     def _open_token(self, text: str, progress: _Progress) -> LaunchToken:
         try:
@@ -145,6 +149,7 @@ class LaunchVerifier:
         except TokenError as exc:
             raise Refusal("token_malformed", str(exc)) from None
         progress.requested_profile = token.profile
+        progress.token_expires_at = token.expires_at
         progress.evidence_digests["token"] = progress.token_digest.hex()
         return token
 

@@ -38,12 +38,12 @@ def _verifier_factory(conf: cfg.ConfigOpts, keys: TokenKeyStore,
 def make_app(conf: cfg.ConfigOpts) -> TTPApplication:
     """Build the TTP WSGI application from parsed configuration."""
     db = TTPDatabase(conf.database.connection)
-    keys = TokenKeyStore(conf.keys.key_dir, conf.keys.rotation_overlap)
-    ca = AttestationCA(conf.keys.attestation_ca_cert, conf.keys.attestation_ca_key)
+    keys = TokenKeyStore(conf.key_store.key_dir, conf.key_store.rotation_overlap)
+    ca = AttestationCA(conf.key_store.attestation_ca_cert, conf.key_store.attestation_ca_key)
     profiles = ProfileStore(db)
     enrollment = Enrollment(db, ca, load_ca_certificates(conf.enrollment.ek_ca_files),
                             challenge_ttl=conf.enrollment.activation_timeout,
-                            certificate_days=conf.keys.ak_certificate_days)
+                            certificate_days=conf.key_store.ak_certificate_days)
     attestations = AttestationService(db, ca.certificate,
                                       _verifier_factory(conf, keys, profiles))
     return TTPApplication(

@@ -213,3 +213,32 @@ def test_no_transient_handles_leak_over_many_operations(booted_device):
 def _point(private_key: ec.EllipticCurvePrivateKey) -> tuple[bytes, bytes]:
     numbers = private_key.public_key().public_numbers()
     return numbers.x.to_bytes(32, "big"), numbers.y.to_bytes(32, "big")
+
+
+def test_tpm_commands_on_the_launch_path(booted_device):
+    key = create_bind_key(booted_device, "ecc", SELECTION)
+    point = _point(ec.generate_private_key(ec.SECP256R1()))
+    certify(booted_device, key, b"q")  # resolves and checks the persistent SRK once
+    booted_device.command_log.clear()
+    certify(booted_device, key, b"q")
+    assert list(booted_device.command_log) == ["load", "certify", "flush_context"]
+    booted_device.command_log.clear()
+    ecdh_zgen(booted_device, key, point)
+    assert list(booted_device.command_log) == ["load", "start_auth_session", "policy_pcr",
+                                         "ecdh_zgen", "flush_context"]
+    booted_device.prestart_policy_session()
+    assert len(booted_device.loaded_sessions()) == 1
+    booted_device.command_log.clear()
+    ecdh_zgen(booted_device, key, point)
+    assert list(booted_device.command_log) == ["load", "policy_pcr", "ecdh_zgen", "flush_context"]
+    assert booted_device.loaded_sessions() == []
+
+
+def test_prestarted_session_is_flushed_after_a_policy_failure(booted_device):
+    key = create_bind_key(booted_device, "rsa", SELECTION)
+    _extend(booted_device, 5)
+    booted_device.prestart_policy_session()
+    with pytest.raises(PCRPolicyMismatch):
+        rsa_decrypt(booted_device, key, bytes(256), LABEL)
+    assert booted_device.loaded_sessions() == []
+    assert booted_device.transient_handles() == []

@@ -12,8 +12,8 @@ import pytest
 
 from trusted_launch.tpm.bindkeys import certify, create_bind_key
 
-tpm2 = pytest.importorskip("trusted_launch.evidence.tpm2")
-eventlog = pytest.importorskip("trusted_launch.evidence.eventlog")
+tpm2 = pytest.importorskip("trusted_launch.evidence.tpm2", exc_type=ImportError)
+eventlog = pytest.importorskip("trusted_launch.evidence.eventlog", exc_type=ImportError)
 
 pytestmark = pytest.mark.swtpm
 

@@ -84,3 +84,10 @@ def test_fill_in_a_background_thread_while_acquiring(booted_device):
 def test_invalid_pool_settings_are_refused(booted_device, kwargs):
     with pytest.raises(ValueError):
         BindKeyPool(booted_device, **kwargs)
+
+
+def test_fill_prestarts_one_policy_session(booted_device):
+    pool = BindKeyPool(booted_device, size=1)
+    pool.fill()
+    pool.fill()
+    assert len(booted_device.loaded_sessions()) == 1

@@ -51,6 +51,7 @@ def test_unreachable(fake_ttp):
     ({}, "lists no keys"),
     ([1, 2], "lists no keys"),
     (b"not json", "did not answer JSON"),
+    (b"[" * 70000, "more than 65536 bytes"),
 ])
 def test_bad_documents(fake_ttp, document, problem):
     fake_ttp.document = document
@@ -63,6 +64,7 @@ def test_bad_documents(fake_ttp, document, problem):
     ({"public_key": "AAAA"}, "public_key is 3 bytes"),
     ({"public_key": "**"}, "not base64url"),
     ({"id": None}, "no 'id'"),
+    ({"id": "ttp-key-2026"}, "not 16 lower-case hex"),
     ({"not_after": 1000}, "past its not_after"),
 ])
 def test_bad_key_entries(fake_ttp, overrides, problem):

@@ -7,6 +7,8 @@ import os
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trusted_launch.crypto.digest import ImageDigest
 from trusted_launch.crypto.errors import (
@@ -194,3 +196,22 @@ def test_released_secrets_bytes_round_trip_and_errors():
 
 def test_release_aad_is_unambiguous():
     assert release_aad("ab", b"c") != release_aad("a", b"bc")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_envelopes_fail_only_with_sealing_errors(envelope):
+    key = ec.derive_private_key(12345, ec.SECP256R1())
+    with pytest.raises(SealingError):
+        open_from_bind_key(envelope, aad=AAD, ecdh_zgen=zgen_for(key),
+                           rsa_decrypt=lambda ct, label: b"\0" * 32)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_secrets_bytes_fail_only_with_envelope_malformed(data):
+    try:
+        released = ReleasedSecrets.from_bytes(data)
+    except EnvelopeMalformed:
+        return
+    assert released.to_bytes() == data

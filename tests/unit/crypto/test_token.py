@@ -159,8 +159,9 @@ GOOD_TAIL = b"\x0b" + bytes(32) + (NOW + 10).to_bytes(4, "big") + b"\x04high" + 
     (b"\x01" + NONCE + GOOD_TAIL[:-6] + b"\x00\x00", "profile name is not"),
     (b"\x01" + NONCE + GOOD_TAIL[:-1] + b"\x20" + bytes(3), "image key needs 32 bytes"),
     (b"\x01" + NONCE + GOOD_TAIL + b"junk", "4 unexpected trailing bytes"),
+    (b"\x01" + NONCE + GOOD_TAIL[:-1] + b"\x50" + bytes(80), "image key must be 1-64 bytes"),
 ], ids=["empty", "version", "short-nonce", "digest-alg", "short-digest", "upper-profile",
-        "empty-profile", "short-image-key", "trailing"])
+        "empty-profile", "short-image-key", "trailing", "long-image-key"])
 def test_malformed_plaintext(ttp_key, keys, plaintext, problem):
     with pytest.raises(TokenMalformed, match=problem) as excinfo:
         open_token(seal_plaintext(ttp_key, plaintext), keys, now=NOW)

@@ -108,6 +108,7 @@ def test_real_log_format_and_banks(name, expected_pcrs):
         assert log.spec_id == log.events[0].decoded
         assert {alg.bank_name for alg in log.banks} >= set(expected_pcrs[name])
     assert [event.index for event in log.events] == list(range(len(log.events)))
+    assert all(type(event.event_type) is EventType for event in log.events)
     measured = log.events if log.legacy else log.events[1:]
     assert all(set(event.digests) == set(log.banks) for event in measured)
 
@@ -170,10 +171,15 @@ def test_event_data_that_does_not_fit_its_type_keeps_raw_bytes():
     assert all(e.data and "UEFI_" in e.decoded.problem for e in bad)
 
 
-def test_events_are_frozen():
-    event = parse_event_log(read_log("crypto_agile_eventlog")).events[1]
+def test_events_are_frozen_and_replace_redecodes():
+    log = parse_event_log(read_log("crypto_agile_eventlog"))
+    event = next(e for e in log.events if e.event_type == SEPARATOR)
+    assert event.decoded == Separator(0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.pcr = 7  # type: ignore[misc]
+    changed = dataclasses.replace(event, event_type=EventType.EV_EFI_ACTION, data=b"Hello")
+    assert changed.decoded == Text("Hello") and changed.pcr == event.pcr
+    assert changed != event and dataclasses.replace(event) == event
 
 
 # --- replay semantics on synthetic logs -------------------------------------------------------
@@ -373,6 +379,11 @@ def test_spec_id_digest_must_be_zero():
     assert_log_error(data, 8, "Spec ID event digest is not zero")
 
 
+def test_spec_id_must_be_in_pcr0():
+    assert_log_error(legacy_event(1, NO_ACTION, spec_id_body([(0xB, 32)])), 0,
+                     "Spec ID event is in PCR 1")
+
+
 def test_second_startup_locality_is_rejected():
     locality = agile_event(0, NO_ACTION, b"StartupLocality\0\x03", digests_for(b""))
     offset = len(agile_log(locality))
@@ -492,5 +503,6 @@ def test_decode_text_separator_tag_and_unknown():
 def test_unknown_event_type_is_kept_raw():
     event = agile_event(9, 0x4000_0001, b"\x01\x02", digests_for(b"z"))
     parsed = parse_event_log(agile_log(event)).events[1]
-    assert parsed.event_type == 0x4000_0001 and parsed.data == b"\x01\x02"
+    assert parsed.event_type == 0x4000_0001 and type(parsed.event_type) is int
+    assert parsed.data == b"\x01\x02"
     assert parsed.decoded is None and parsed.type_name == "EV_UNKNOWN(0x40000001)"

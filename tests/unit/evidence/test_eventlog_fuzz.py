@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from hypothesis import HealthCheck, given, settings
@@ -9,7 +10,13 @@ from hypothesis import strategies as st
 
 from tests.conftest import EVENTLOG_DIR
 from trusted_launch.evidence.errors import EvidenceError
-from trusted_launch.evidence.eventlog import EventLog, EventType, parse_event_log, replay
+from trusted_launch.evidence.eventlog import (
+    EventLog,
+    EventType,
+    decode_event_data,
+    parse_event_log,
+    replay,
+)
 
 LOG_NAMES = sorted(p.name for p in EVENTLOG_DIR.iterdir() if not p.name.endswith(".json"))
 # Every real log but the one whose only event is EV_NO_ACTION.
@@ -58,6 +65,13 @@ def real_replay(name: str) -> dict:
 @functools.cache
 def measured_events(name: str) -> list:
     return [e for e in parse_event_log(real_log(name)).events if e.event_type != NO_ACTION]
+
+
+@FUZZ
+@given(st.sampled_from(sorted(EventType)), st.binary(max_size=600))
+def test_every_decoder_on_random_data(event_type, data):
+    decoded = decode_event_data(event_type, data)
+    assert decoded is None or dataclasses.is_dataclass(decoded)
 
 
 @st.composite

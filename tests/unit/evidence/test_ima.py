@@ -384,3 +384,47 @@ def test_state_must_hold_every_requested_bank():
 def test_malformed_state_json_is_refused(obj):
     with pytest.raises(ReplayStateError, match="IMA replay state"):
         ima.ImaReplayState.from_json(obj)
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["ascii", "binary"])
+def test_state_counting_far_past_the_list_fails_fast(binary):
+    encode = ima.format_binary if binary else ima.format_ascii
+    huge = ima.ImaReplayState(10**15, {HashAlg.SHA1: bytes(20), HashAlg.SHA256: bytes(32)})
+    with pytest.raises(ReplayStateError, match="the list is shorter"):
+        ima.replay_ima_list(encode(_mixed_entries()), state=huge)
+    with pytest.raises(ReplayStateError, match="the list is shorter"):
+        ima.replay(_mixed_entries(), state=huge)
+
+
+def test_unsupported_or_empty_bank_list_is_refused():
+    text = SHA256_LIST.read_bytes()
+    with pytest.raises(UnknownAlgorithmError, match="sm3_256"):
+        ima.replay_ascii(text, (HashAlg.SM3_256,))
+    with pytest.raises(UnknownAlgorithmError, match="none"):
+        ima.replay(ima.parse_ascii(text), ())
+
+
+def _variant(transform) -> bytes:
+    entry = ima.encode_ima_ng_entry("/usr/bin/tab\there", hashlib.sha256(b"t").digest())
+    return transform(ima.format_ascii([entry]))
+
+
+@pytest.mark.parametrize("text", [
+    _variant(lambda t: t),
+    _variant(lambda t: t[:3] + t[3:43].upper() + t[43:]),
+    _variant(lambda t: t.replace(b"sha256:", b"sha256:").upper().replace(b"IMA-NG SHA256:",
+                                                                          b"ima-ng sha256:")),
+    _variant(lambda t: b"0" + t),
+    _variant(lambda t: t.replace(b"\n", b"\r\n")),
+    _variant(lambda t: t.rstrip(b"\n")),
+    _variant(lambda t: t.replace(b"sha256:", b"sha256:\t")),
+    _variant(lambda t: t.replace(b" ima-ng", b"\tima-ng")),
+], ids=["plain", "upper-hash", "upper-all", "pcr-010", "crlf", "no-final-newline",
+        "tab-in-hex", "tab-separator"])
+def test_fast_path_and_general_decoder_agree_on_odd_but_possible_lines(text):
+    def outcome(call):
+        try:
+            return call(text).pcrs
+        except EvidenceError as exc:
+            return type(exc)
+    assert outcome(ima.replay_ascii) == outcome(lambda t: ima.replay(ima.parse_ascii(t)))

@@ -145,6 +145,12 @@ def test_pcr_selection_keeps_bank_order_and_sorts_pcrs():
     assert len(selection) == 4
 
 
+def test_pcr_selection_of_rejects_bad_indexes():
+    for pcrs in ([-1], [256], [0, 1000]):
+        with pytest.raises(EvidenceError, match=r"must be 0\.\.255"):
+            PCRSelection.of({HashAlg.SHA256: pcrs})
+
+
 def test_pcr_selection_wide_bitmap_and_empty_bank():
     data = struct.pack(">IHB", 2, HashAlg.SHA256, 4) + b"\x01\x00\x00\x80" \
         + struct.pack(">HB", HashAlg.SHA1, 0)
@@ -167,8 +173,13 @@ def test_pcr_selection_rejects_bad_input(data, problem, offset):
     assert problem in str(info.value) and info.value.offset == offset
 
 
+def test_pcr_selection_spec_ranges():
+    assert PCRSelection.from_spec("sha256:0-3,7+sha1:5-5") == PCRSelection.of(
+        {HashAlg.SHA256: [0, 1, 2, 3, 7], HashAlg.SHA1: [5]})
+
+
 @pytest.mark.parametrize("spec", ["sha256", "sha256:", "sha256:x", "sha256:1+sha256:2",
-                                  "md5:1", "sha256:999"])
+                                  "md5:1", "sha256:999", "sha256:7-3", "sha256:1-", "sha256:-1"])
 def test_pcr_selection_spec_errors(spec):
     with pytest.raises(ParseError):
         PCRSelection.from_spec(spec)
@@ -335,6 +346,14 @@ def test_verify_rsapss_salt_lengths(rsa_key, salt):
         verify_signature(public, b"messagE", sig)
 
 
+@pytest.mark.parametrize("salt", [0, 20, 100])
+def test_verify_rsapss_refuses_other_salt_lengths(rsa_key, salt):
+    public = parse_public(tpm_public("rsa2048:rsapss-sha256", rsa_key))
+    sig = parse_signature(sign(rsa_key, b"message", pss_salt=salt))
+    with pytest.raises(SignatureInvalid):
+        verify_signature(public, b"message", sig)
+
+
 @pytest.mark.parametrize("hash_alg", [HashAlg.SHA1, HashAlg.SHA256, HashAlg.SHA384])
 def test_verify_rsassa_and_ecdsa(rsa_key, hash_alg):
     for key, template in ((rsa_key, "rsa2048"), (ec.generate_private_key(ec.SECP384R1()),
@@ -434,6 +453,16 @@ def test_verify_quote_accepts_and_checks_nonce_and_pcrs(ecc_ak):
     changed[HashAlg.SHA256][5] = bytes(32)   # not selected: no effect
     changed[HashAlg.SHA256][2] = SHA256_PCRS[HashAlg.SHA256][2]
     verify_quote(ak, data, sig, changed)
+
+
+def test_verify_quote_refuses_empty_selection(ecc_ak):
+    key, ak = ecc_ak
+    data = attest_bytes("quote", b"")
+    start = data.index(bytes.fromhex("00000001000b03070000"))   # sha256:0,1,2
+    data = data[:start] + struct.pack(">I", 0) + data[start + 10:]
+    assert parse_attest(data).attested.pcr_select.banks == ()
+    with pytest.raises(AttestationMismatch, match="selects no PCRs"):
+        verify_quote(ak, data, sign(key, data), SHA256_PCRS)
 
 
 def test_verify_quote_digest_uses_signing_hash(rsa_key):

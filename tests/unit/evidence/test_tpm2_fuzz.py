@@ -27,8 +27,9 @@ from trusted_launch.evidence.tpm2 import (
 
 EVIDENCE = load_go_attestation(
     json.loads((EVENTLOG_DIR / "windows_gcp_shielded_vm_quote.json").read_text()))
-FUZZ = settings(max_examples=300, deadline=None,
+FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
+QUICK = settings(FUZZ, max_examples=60)
 
 PARSERS = {
     "attest": (lambda data: parse_attest(data), Attest),
@@ -107,7 +108,7 @@ banks = st.dictionaries(st.sampled_from(list(HashAlg)),
                         st.lists(st.integers(0, 31), max_size=12), max_size=4)
 
 
-@FUZZ
+@QUICK
 @given(banks=banks)
 def test_pcr_selection_round_trip(banks):
     selection = PCRSelection.of(banks)
@@ -116,11 +117,11 @@ def test_pcr_selection_round_trip(banks):
     assert parse_pcr_selection(marshalled).raw == marshalled
 
 
-@FUZZ
+@QUICK
 @given(banks=banks, seed=st.binary(min_size=1, max_size=8))
 def test_policy_pcr_digest_depends_on_every_selected_value(banks, seed):
     selection = PCRSelection.of(banks)
-    values = {alg: {i: alg.digest(seed + bytes([i])) for i in range(32)} for alg in HashAlg}
+    values = {alg: {i: alg.digest(seed + bytes([i])) for i in range(32)} for alg in banks}
     digest = policy_pcr_digest(selection, values)
     for alg, pcrs in selection:
         for index in pcrs[:2]:

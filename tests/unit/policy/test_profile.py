@@ -130,7 +130,9 @@ def test_digest_count_is_bounded():
     ("!!python/object:os.system {}", "invalid YAML"),
     ("- just\n- a list\n", "expected a mapping, got list"),
     (b"\xff\xfe", "not UTF-8"),
-    ("[" * 5_000, "nested too deeply"),
+    ("[" * 1_000_000, "nested too deeply"),
+    ("a: " + "[" * 99 + "]" * 99 + "\n", "unknown field(s) a"),
+    ("name: x\n" + "#" * (2 * 1024 * 1024), "use JSON for larger profiles"),
 ])
 def test_hostile_or_broken_text_is_rejected(text, problem):
     with pytest.raises(PolicyError, match=r"^document: ") as info:

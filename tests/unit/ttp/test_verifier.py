@@ -144,6 +144,7 @@ def test_ecc_launch_is_trusted_and_the_tpm_opens_the_release(verifier, host, ttp
     assert decision.trusted and decision.check is None and decision.reason is None
     assert decision.requested_profile == "medium" and decision.satisfied_profile == "high"
     assert decision.token_digest == token_digest(token)
+    assert decision.token_expires_at == int(NOW) + 600
     assert decision.evidence_digests["bind_key_name"] == host.ecc_key.name.hex()
     secrets_ = open_from_bind_key(
         decision.released, aad=release_aad("launch-1", host.ecc_key.name),
@@ -215,6 +216,7 @@ def test_certify_signature_tampered(verifier, host, ttp_key):
     refused(decision, "certify_signature")
     assert decision.requested_profile == "medium"
     assert decision.token_digest == token_digest(token)
+    assert decision.token_expires_at == int(NOW) + 600
 
 
 def test_certify_info_tampered(verifier, host, ttp_key):

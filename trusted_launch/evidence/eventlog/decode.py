@@ -88,10 +88,10 @@ def decode_variable(data: bytes) -> EfiVariable:
     if name_chars > reader.remaining // 2:
         raise reader.error(f"UnicodeNameLength {name_chars} runs past the end")
     name = _utf16(reader.bytes(2 * name_chars, "UnicodeName"))
-    value = reader.bytes(data_len, "VariableData") if data_len <= reader.remaining else None
-    if value is None:
-        raise reader.error(f"VariableDataLength {data_len} runs past the end")
-    reader.expect_end()
+    if data_len != reader.remaining:
+        raise reader.error(f"VariableDataLength {data_len} does not match the "
+                           f"{reader.remaining} bytes that follow")
+    value = reader.bytes(data_len, "VariableData")
     return EfiVariable(uuid.UUID(bytes_le=guid), name, value)
 
 
@@ -184,10 +184,6 @@ def decode_post_code2(data: bytes) -> object | None:
     return text if text is not None else decode_blob2(data)
 
 
-def decode_text_or_raw(data: bytes) -> Text | None:
-    return decode_text(data)
-
-
 _T = EventType
 _DECODERS: dict[int, Decoder] = {
     _T.EV_NO_ACTION: decode_no_action,
@@ -214,7 +210,7 @@ for _text_type in (_T.EV_PREBOOT_CERT, _T.EV_ACTION, _T.EV_S_CRTM_CONTENTS, _T.E
                    _T.EV_COMPACT_HASH, _T.EV_IPL, _T.EV_IPL_PARTITION_DATA, _T.EV_NONHOST_CODE,
                    _T.EV_NONHOST_CONFIG, _T.EV_NONHOST_INFO, _T.EV_OMIT_BOOT_DEVICE_EVENTS,
                    _T.EV_EFI_ACTION, _T.EV_EFI_HCRTM_EVENT):
-    _DECODERS[_text_type] = decode_text_or_raw
+    _DECODERS[_text_type] = decode_text
 
 
 def decode_event_data(event_type: int, data: bytes) -> object | None:

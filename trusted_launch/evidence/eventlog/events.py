@@ -28,11 +28,11 @@ class Event:
     index: int
     offset: int
     pcr: int
-    event_type: int
+    event_type: int  # an EventType member when the type is known
     digests: Mapping[HashAlg, bytes]
     data: bytes
-    unknown_digests: Mapping[int, bytes] = field(default_factory=dict)
-    _decoded: object = field(default=_PENDING, repr=False, compare=False)
+    unknown_digests: Mapping[int, bytes] = field(default_factory=lambda: _NO_DIGESTS)
+    _decoded: object = field(default=_PENDING, init=False, repr=False, compare=False)
 
     def __init__(self, index: int, offset: int, pcr: int, event_type: int,
                  digests: Mapping[HashAlg, bytes], data: bytes,

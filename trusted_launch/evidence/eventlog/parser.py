@@ -10,6 +10,7 @@ against the bytes that remain before anything is read or allocated.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from types import MappingProxyType
 
 from trusted_launch.evidence.algorithms import HashAlg
@@ -32,6 +33,7 @@ _SPEC_ID_FIXED = struct.Struct("<16sIBBBBI")
 _ALG_ENTRY = struct.Struct("<HH")
 _NO_ACTION = EventType.EV_NO_ACTION
 _NO_UNKNOWN: MappingProxyType = MappingProxyType({})
+_EVENT_TYPES = {int(member): member for member in EventType}
 _KNOWN_IDS = frozenset(HashAlg.__members__.values())
 _WHAT = "event log"
 
@@ -108,7 +110,8 @@ class _Events:
         self.locality: int | None = None
         self.pcr0_extended = False
 
-    def no_action(self, offset: int, pcr: int, digests, body: bytes, unknown) -> None:
+    def no_action(self, offset: int, pcr: int, digests: Mapping[HashAlg, bytes], body: bytes,
+                  unknown: Mapping[int, bytes]) -> None:
         decoded = decode_no_action(body)
         if type(decoded) is StartupLocality and pcr == 0:
             if self.locality is not None:
@@ -128,11 +131,13 @@ def parse_event_log(data: bytes) -> EventLog:
     pcr, event_type, digest, start, end = _read_legacy(data, 0)
     first = data[start:end]
     events = _Events()
-    if event_type == _NO_ACTION and pcr == 0 and first.startswith(SPEC_ID_SIGNATURE):
+    if event_type == _NO_ACTION and first.startswith(SPEC_ID_SIGNATURE):
+        if pcr != 0:
+            raise _error(0, f"Spec ID event is in PCR {pcr}, not PCR 0")
         if any(digest):
             raise _error(8, "Spec ID event digest is not zero")
         spec_id = _parse_spec_id(first, start)
-        events.events.append(Event(0, 0, 0, event_type, {HashAlg.SHA1: digest}, first,
+        events.events.append(Event(0, 0, 0, _NO_ACTION, {HashAlg.SHA1: digest}, first,
                                    _NO_UNKNOWN, spec_id))
         banks = _parse_agile(data, end, spec_id, events)
         return EventLog(tuple(events.events), banks, False, spec_id, events.locality)
@@ -150,88 +155,98 @@ def _parse_legacy(data: bytes, offset: int, events: _Events) -> None:
         else:
             if pcr == 0:
                 events.pcr0_extended = True
-            append(Event(len(events.events), offset, pcr, event_type, {sha1: digest},
-                         data[start:end], _NO_UNKNOWN))
+            append(Event(len(events.events), offset, pcr, _EVENT_TYPES.get(event_type, event_type),
+                         {sha1: digest}, data[start:end], _NO_UNKNOWN))
         offset = end
 
 
-class _DigestLayout:
-    """The digests of one TCG_PCR_EVENT2 as the Spec ID event orders them.
+class _AgileEvents:
+    """Reads TCG_PCR_EVENT2 records of a log whose Spec ID event is known.
 
-    Almost every event lists its digests in that order, which one
-    ``struct.unpack_from`` reads; any other order takes the checked slow path.
+    Almost every event lists its digests in Spec ID order; one precompiled
+    ``struct`` reads such an event's header, digests and size in one call.
+    Anything else takes the checked path, which names the offending field.
     """
 
     def __init__(self, spec_id: SpecIdEvent) -> None:
         self.sizes = {alg_id: size for alg_id, size in spec_id.algorithms}
         self.algs = {alg_id: HashAlg(alg_id) for alg_id in self.sizes if alg_id in _KNOWN_IDS}
         self.ids = tuple(alg_id for alg_id, _ in spec_id.algorithms)
-        fast = struct.Struct("<" + "".join(f"H{size}s" for _, size in spec_id.algorithms))
-        self.fast_unpack = fast.unpack_from
+        self.keys = tuple(self.algs.get(alg_id) for alg_id in self.ids)
+        layout = "".join(f"H{size}s" for _, size in spec_id.algorithms)
+        fast = struct.Struct(f"<III{layout}I")
+        self.fast_unpack = fast.unpack_from if None not in self.keys else None
         self.fast_size = fast.size
-        self.known_keys = tuple(self.algs.get(alg_id) for alg_id in self.ids)
-        self.all_known = all(key is not None for key in self.known_keys)
 
-    def read(self, data: bytes, pos: int, length: int) -> tuple[dict, object, int]:
-        """(known digests, unknown digests, offset after them) at ``pos``."""
-        if self.all_known and length - pos >= self.fast_size:
-            values = self.fast_unpack(data, pos)
-            if values[0::2] == self.ids:
-                digests = dict(zip(self.known_keys, values[1::2], strict=True))
-                return digests, _NO_UNKNOWN, pos + self.fast_size
-        return self._read_checked(data, pos)
+    def read(self, data: bytes, offset: int, length: int) -> tuple[int, int, dict, object, int]:
+        """(pcr, type, digests, unknown digests, data start) of the event at ``offset``."""
+        if self.fast_unpack is not None and length - offset >= self.fast_size:
+            values = self.fast_unpack(data, offset)
+            if values[2] == len(self.ids) and values[3:-1:2] == self.ids \
+                    and values[0] <= MAX_PCR_INDEX:
+                digests = dict(zip(self.keys, values[4:-1:2], strict=True))
+                return values[0], values[1], digests, _NO_UNKNOWN, offset + self.fast_size - 4
+        return self._read_checked(data, offset, length)
 
-    def _read_checked(self, data: bytes, pos: int) -> tuple[dict, object, int]:
+    def _read_checked(self, data: bytes, offset: int,
+                      length: int) -> tuple[int, int, dict, object, int]:
+        if length - offset < 12:
+            raise _error(offset, f"event header needs 12 bytes, only {length - offset} left")
+        pcr, event_type, count = _AGILE_HEADER.unpack_from(data, offset)
+        _check_pcr(pcr, event_type, offset)
+        if count != len(self.ids):
+            raise _error(offset + 8, f"digest count {count} does not match the "
+                                     f"{len(self.ids)} algorithms of the Spec ID event")
+        pos = offset + 12
         digests: dict = {}
         unknown: dict = {}
         for _ in self.ids:
-            if len(data) - pos < 2:
-                raise _error(pos, "digest algorithm id runs past the end")
-            (alg_id,) = _U16.unpack_from(data, pos)
-            size = self.sizes.get(alg_id)
-            if size is None:
-                raise UnknownAlgorithmError(
-                    _WHAT, pos, f"digest algorithm 0x{alg_id:04x} is not in the Spec ID event")
-            if alg_id in unknown or self.algs.get(alg_id) in digests:
-                raise _error(pos, f"digest algorithm 0x{alg_id:04x} appears twice")
-            if len(data) - pos - 2 < size:
-                raise _error(pos + 2, f"digest of {size} bytes runs past the end")
-            value = data[pos + 2:pos + 2 + size]
-            alg = self.algs.get(alg_id)
-            if alg is None:
-                unknown[alg_id] = value
-            else:
-                digests[alg] = value
-            pos += 2 + size
-        return digests, (MappingProxyType(unknown) if unknown else _NO_UNKNOWN), pos
+            pos = self._read_digest(data, pos, digests, unknown)
+        return pcr, event_type, digests, (MappingProxyType(unknown) if unknown
+                                          else _NO_UNKNOWN), pos
+
+    def _read_digest(self, data: bytes, pos: int, digests: dict, unknown: dict) -> int:
+        if len(data) - pos < 2:
+            raise _error(pos, "digest algorithm id runs past the end")
+        (alg_id,) = _U16.unpack_from(data, pos)
+        size = self.sizes.get(alg_id)
+        if size is None:
+            raise UnknownAlgorithmError(
+                _WHAT, pos, f"digest algorithm 0x{alg_id:04x} is not in the Spec ID event")
+        alg = self.algs.get(alg_id)
+        if alg_id in unknown or alg in digests:
+            raise _error(pos, f"digest algorithm 0x{alg_id:04x} appears twice")
+        if len(data) - pos - 2 < size:
+            raise _error(pos + 2, f"digest of {size} bytes runs past the end")
+        value = data[pos + 2:pos + 2 + size]
+        if alg is None:
+            unknown[alg_id] = value
+        else:
+            digests[alg] = value
+        return pos + 2 + size
 
 
 def _parse_agile(data: bytes, offset: int, spec_id: SpecIdEvent,
                  events: _Events) -> tuple[HashAlg, ...]:
-    layout = _DigestLayout(spec_id)
-    expected = len(layout.ids)
+    reader = _AgileEvents(spec_id)
+    read = reader.read
     length = len(data)
-    unpack_header = _AGILE_HEADER.unpack_from
     unpack_u32 = _U32.unpack_from
     append = events.events.append
+    types = _EVENT_TYPES
     while offset < length:
-        if length - offset < 12:
-            raise _error(offset, f"event header needs 12 bytes, only {length - offset} left")
-        pcr, event_type, count = unpack_header(data, offset)
-        _check_pcr(pcr, event_type, offset)
-        if count != expected:
-            raise _error(offset + 8, f"digest count {count} does not match the "
-                                     f"{expected} algorithms of the Spec ID event")
-        digests, unknown, pos = layout.read(data, offset + 12, length)
+        pcr, event_type, digests, unknown, pos = read(data, offset, length)
         if length - pos < 4:
             raise _error(pos, f"event size needs 4 bytes, only {length - pos} left")
-        end = _data_end(length, pos, unpack_u32(data, pos)[0])
+        end = pos + 4 + unpack_u32(data, pos)[0]
+        if end > length:
+            _data_end(length, pos, end - pos - 4)
         if event_type == _NO_ACTION:
             events.no_action(offset, pcr, digests, data[pos + 4:end], unknown)
         else:
             if pcr == 0:
                 events.pcr0_extended = True
-            append(Event(len(events.events), offset, pcr, event_type, digests,
-                         data[pos + 4:end], unknown))
+            append(Event(len(events.events), offset, pcr, types.get(event_type, event_type),
+                         digests, data[pos + 4:end], unknown))
         offset = end
-    return tuple(layout.algs.values())
+    return tuple(reader.algs.values())

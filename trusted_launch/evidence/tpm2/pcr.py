@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from trusted_launch.evidence.algorithms import HashAlg, hash_alg_from_id, hash_alg_from_name
 from trusted_launch.evidence.binary import Reader
-from trusted_launch.evidence.errors import MissingPCRValue, ParseError
+from trusted_launch.evidence.errors import EvidenceError, MissingPCRValue, ParseError
 
 PCRValues = Mapping[HashAlg, Mapping[int, bytes]]
 
@@ -20,7 +20,11 @@ _DRTM_PCRS = range(17, 23)  # reset to all-ones until a dynamic launch
 
 @dataclass(frozen=True)
 class PCRSelection:
-    """Selected PCRs per bank, in the order the TPM hashes them."""
+    """Selected PCRs per bank, in the order the TPM hashes them.
+
+    ``raw`` holds the marshalled bytes when parsed (empty when built here);
+    ``len()`` counts the selected PCRs over all banks.
+    """
 
     banks: tuple[tuple[HashAlg, tuple[int, ...]], ...]
     raw: bytes = field(default=b"", compare=False, repr=False)
@@ -32,14 +36,19 @@ class PCRSelection:
         return sum(len(pcrs) for _, pcrs in self.banks)
 
     @classmethod
-    def of(cls, banks: Mapping[HashAlg, object]) -> PCRSelection:
+    def of(cls, banks: Mapping[HashAlg, Iterable[int]]) -> PCRSelection:
         """Build from ``{HashAlg.SHA256: [0, 1, 2]}`` (PCRs sorted, deduplicated)."""
-        return cls(tuple((HashAlg(alg), tuple(sorted(set(pcrs))))  # type: ignore[arg-type]
-                         for alg, pcrs in banks.items()))
+        selection = cls(tuple((HashAlg(alg), tuple(sorted(set(pcrs))))
+                              for alg, pcrs in banks.items()))
+        for alg, pcrs in selection.banks:
+            if pcrs and not 0 <= pcrs[0] <= pcrs[-1] < SIZEOF_SELECT_MAX * 8:
+                raise EvidenceError(f"PCR indexes of bank {alg.bank_name} must be "
+                                    f"0..{SIZEOF_SELECT_MAX * 8 - 1}")
+        return selection
 
     @classmethod
     def from_spec(cls, spec: str) -> PCRSelection:
-        """Parse ``sha256:0,1,2+sha1:0`` (the tpm2-tools selection syntax)."""
+        """Parse ``sha256:0,1,2+sha1:0`` (tpm2-tools syntax; ranges like ``0-7`` too)."""
         banks: dict[HashAlg, list[int]] = {}
         for part in spec.split("+"):
             name, sep, indexes = part.strip().partition(":")
@@ -48,12 +57,22 @@ class PCRSelection:
             alg = hash_alg_from_name(name)
             if alg in banks:
                 raise ParseError("PCR selection", 0, f"bank {name} listed twice")
-            banks[alg] = [_pcr_index(text) for text in indexes.split(",")]
+            banks[alg] = [index for text in indexes.split(",") for index in _pcr_indexes(text)]
         return cls.of(banks)
 
     def __str__(self) -> str:
         return "+".join(f"{alg.bank_name}:{','.join(map(str, pcrs))}"
                         for alg, pcrs in self.banks)
+
+
+def _pcr_indexes(text: str) -> range:
+    first, dash, last = text.partition("-")
+    if not dash:
+        return range(_pcr_index(first), _pcr_index(first) + 1)
+    low, high = _pcr_index(first), _pcr_index(last)
+    if low > high:
+        raise ParseError("PCR selection", 0, f"{text.strip()!r} is an empty range")
+    return range(low, high + 1)
 
 
 def _pcr_index(text: str) -> int:

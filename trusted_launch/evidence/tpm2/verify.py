@@ -85,8 +85,12 @@ def _verify_rsa(public: PublicArea, message: bytes, signature: Signature,
         key.verify(signature.signature, message, padding.PKCS1v15(), hash_alg)
         return
     # TPM 2.0 Part 1 asks for the largest salt FIPS 186-4 allows (the digest
-    # length); older TPMs and some simulators use the maximum the key allows.
-    for salt in (padding.PSS.DIGEST_LENGTH, padding.PSS.MAX_LENGTH):
+    # length, as swtpm uses); older TPMs use the largest the key allows. Only
+    # these two exact lengths are accepted (cryptography's MAX_LENGTH would
+    # accept any salt length when verifying).
+    digest_size = hash_alg.digest_size
+    max_salt = (key.key_size - 1 + 7) // 8 - digest_size - 2
+    for salt in dict.fromkeys((digest_size, max_salt)):
         try:
             key.verify(signature.signature, message,
                        padding.PSS(padding.MGF1(hash_alg), salt), hash_alg)
@@ -142,6 +146,8 @@ def verify_quote(ak_public: PublicArea, attest: bytes, signature: bytes | Signat
         _check_extra_data(parsed, nonce, "expected nonce")
     info = parsed.attested
     assert isinstance(info, QuoteInfo)
+    if not len(info.pcr_select):
+        raise AttestationMismatch("quote selects no PCRs, so it attests nothing")
     expected = pcr_digest(info.pcr_select, pcr_values, sig.hash_alg)
     if not hmac.compare_digest(info.pcr_digest, expected):
         raise PCRDigestMismatch(
