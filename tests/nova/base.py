@@ -8,8 +8,8 @@ import warnings
 from typing import Any
 
 import nova.conf
-from sqlalchemy import exc as sqla_exc
 from nova.tests.functional import integrated_helpers
+from sqlalchemy import exc as sqla_exc
 
 CONF = nova.conf.CONF
 #: Nova's wheel installs its paste config under the virtualenv's etc/.

@@ -28,14 +28,11 @@ class BootPlacementTest(SecurityProfileTestBase):
         servers = [self._boot() for _ in range(len(HOST_PROFILES))]
         self.assertEqual(set(HOST_PROFILES), self._hosts_of(servers))
 
-    def test_scheduler_hint_high_lands_on_high_host(self) -> None:
-        servers = [self._boot(hints={"trusted_sp": "high"}) for _ in range(2)]
-        self.assertEqual({"host-high"}, self._hosts_of(servers))
-
-    def test_strictest_source_wins(self) -> None:
-        servers = [self._boot(hints={"trusted_sp": "low"}, metadata={"trusted_sp": "high"})
-                   for _ in range(2)]
-        self.assertEqual({"host-high"}, self._hosts_of(servers))
+    def test_scheduler_hint_and_strictest_source(self) -> None:
+        by_hint = self._boot(hints={"trusted_sp": "high"})
+        # A weak hint cannot weaken the metadata's request.
+        by_both = self._boot(hints={"trusted_sp": "low"}, metadata={"trusted_sp": "high"})
+        self.assertEqual({"host-high"}, self._hosts_of([by_hint, by_both]))
 
     def test_flavor_extra_spec_medium(self) -> None:
         flavor_id = self._create_flavor(
@@ -71,15 +68,25 @@ class MoveOperationsTest(SecurityProfileTestBase):
     # production, instead of raising NoValidHost through the API.
     CAST_AS_CALL = False
 
-    def test_cold_migrate_high_server_moves_to_the_other_high_host(self) -> None:
+    def test_high_server_only_ever_moves_between_high_hosts(self) -> None:
         self._start_compute("host-high2")
         self.admin_api.add_host_to_aggregate(self.aggregates["high"], "host-high2")
+        high_hosts = {"host-high", "host-high2"}
         server = self._boot(metadata={"trusted_sp": "high"})
-        source = server[HOST_ATTR]
-        self.assertIn(source, {"host-high", "host-high2"})
+        first = server[HOST_ATTR]
+        self.assertIn(first, high_hosts)
+        (second,) = high_hosts - {first}
+
         server = self._migrate_server(server)
-        self.assertEqual({"host-high", "host-high2"} - {source}, {server[HOST_ATTR]})
-        self._confirm_resize(server)
+        self.assertEqual(second, server[HOST_ATTR])
+        server = self._confirm_resize(server)
+
+        server = self._live_migrate(server)
+        self.assertEqual(first, server[HOST_ATTR])
+
+        self._force_down(first)
+        server = self._evacuate_server(server, expected_state="SHUTOFF")
+        self.assertEqual(second, server[HOST_ATTR])
 
     def test_cold_migrate_with_one_high_host_gets_no_valid_host(self) -> None:
         server = self._boot(hints={"trusted_sp": "high"})
@@ -96,3 +103,8 @@ class MoveOperationsTest(SecurityProfileTestBase):
         self._wait_for_action_fail_completion(server, "unshelve", "schedule_instances")
         server = self._wait_for_state_change(server, "SHELVED_OFFLOADED")
         self.assertIsNone(server[HOST_ATTR])
+
+    def _force_down(self, host: str) -> None:
+        self.computes[host].stop()
+        service_id = self.admin_api.get_services(host=host, binary="nova-compute")[0]["id"]
+        self.admin_api.put_service(service_id, {"forced_down": "true"})

@@ -32,6 +32,19 @@ compute_opts = [
     cfg.StrOpt(
         "ak_certificate_file", default="/etc/trusted-launch/ak-cert.pem",
         help="The AK certificate the TTP issued to this host at enrollment."),
+    cfg.BoolOpt(
+        "notifications_enabled", default=False,
+        help="Emit trusted_launch.attestation.success / .refused notifications "
+             "(oslo.messaging, messagingv2 driver, topic 'notifications') for "
+             "each trusted launch. The transport is [oslo_messaging_notifications] "
+             "transport_url, else [DEFAULT] transport_url. Payloads carry the "
+             "instance, host, profile and outcome only: never the nonce, token "
+             "or image key. Sending never delays or fails a launch."),
+    cfg.IntOpt(
+        "notification_queue_size", default=1000, min=1,
+        help="Notifications kept in memory while the message bus is slow or "
+             "down. When the queue is full, new notifications are dropped, "
+             "counted and logged once; the launch goes on."),
 ]
 
 

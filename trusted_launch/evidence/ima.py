@@ -60,6 +60,7 @@ _TEMPLATE_HASH_ALGS = {alg.digest_size: alg for alg in
 _HASHLIB = {HashAlg.SHA1: hashlib.sha1, HashAlg.SHA256: hashlib.sha256,
             HashAlg.SHA384: hashlib.sha384, HashAlg.SHA512: hashlib.sha512}
 _U32 = struct.Struct("<I")
+_BINARY_HEAD = struct.Struct("<I20sI")        # PCR, sha1 template hash, name length
 _U32_CACHE = tuple(_U32.pack(n) for n in range(4098))   # PATH_MAX + 2
 
 
@@ -435,10 +436,6 @@ class ImaReplayState:
             raise _state_error(f"last entry offset {offset!r} is not valid")
         object.__setattr__(self, "pcrs", types.MappingProxyType(pcrs))
 
-    @classmethod
-    def initial(cls, banks: Iterable[HashAlg] = DEFAULT_BANKS) -> ImaReplayState:
-        return cls(0, {bank: bytes(bank.digest_size) for bank in banks})
-
     def pcr_values(self) -> dict[str, dict[str, str]]:
         """``{"sha256": {"10": hex}}``, the CLI's JSON output."""
         return {bank.bank_name: {str(IMA_PCR): value.hex()} for bank, value in self.pcrs.items()}
@@ -575,6 +572,69 @@ def _resume_binary(data: bytes, state: ImaReplayState, hash_size: int) -> int:
     return reader.offset
 
 
+def _fast_binary_template(data: bytes, pos: int) -> tuple[bytes, bytes, int] | None:
+    """``(template hash, template data, end)`` of a plain PCR 10 ima-ng entry, else None.
+
+    Accepts a subset of :func:`_decode_binary_entry`; None sends the entry there.
+    """
+    pcr, thash, name_len = _BINARY_HEAD.unpack_from(data, pos)
+    if pcr != IMA_PCR or name_len != 6 or data[pos + 28:pos + 34] != b"ima-ng":
+        return None
+    size = _U32.unpack_from(data, pos + 34)[0]
+    end = pos + 38 + size
+    template = data[pos + 38:end]
+    d_len = _U32.unpack_from(template, 0)[0]
+    n_start = 8 + d_len
+    if len(template) != size or n_start + _U32.unpack_from(template, 4 + d_len)[0] != size:
+        return None
+    colon = template.find(b":\0", 4, 4 + d_len)
+    spec = _DNG_PREFIXES.get(template[4:colon]) if colon >= 4 else None
+    if (spec is None or colon + 2 + spec[1] != 4 + d_len
+            or template.find(b"\0", n_start) != size - 1):
+        return None
+    return thash, template, end
+
+
+def _replay_binary_fast(data: bytes, pos: int, pcrs: dict[HashAlg, bytes], count: int
+                        ) -> tuple[int, int | None, bytes]:
+    """Replay sha1 + sha256 from ``pos``; ``(count, last entry offset, last template hash)``."""
+    sha1, sha256 = hashlib.sha1, hashlib.sha256
+    p1, p256 = pcrs[HashAlg.SHA1], pcrs[HashAlg.SHA256]
+    last_offset, thash = None, b""
+    while pos < len(data):
+        try:
+            plain = _fast_binary_template(data, pos)
+        except struct.error:
+            plain = None
+        if plain is not None and sha1(plain[1]).digest() == plain[0]:
+            thash, template, end = plain
+            p1 = sha1(p1 + thash).digest()
+            p256 = sha256(p256 + sha256(template).digest()).digest()
+        else:
+            pcrs[HashAlg.SHA1], pcrs[HashAlg.SHA256] = p1, p256
+            reader = Reader(data, "IMA binary measurement list", start=pos)
+            entry = _decode_binary_entry(reader, count, HashAlg.SHA1.digest_size)
+            _extend(pcrs, DEFAULT_BANKS, _bank_digests(entry, DEFAULT_BANKS, IMA_PCR, pos))
+            p1, p256 = pcrs[HashAlg.SHA1], pcrs[HashAlg.SHA256]
+            thash, end = entry.template_hash, reader.offset
+        last_offset, pos, count = pos, end, count + 1
+    pcrs[HashAlg.SHA1], pcrs[HashAlg.SHA256] = p1, p256
+    return count, last_offset, thash
+
+
+def _replay_binary_general(data: bytes, pos: int, banks: tuple[HashAlg, ...],
+                           pcrs: dict[HashAlg, bytes], count: int, pcr: int,
+                           hash_alg: HashAlg) -> tuple[int, int | None, bytes]:
+    reader = Reader(data, "IMA binary measurement list", start=pos)
+    last_offset, thash = None, b""
+    while not reader.at_end():
+        entry_offset = reader.offset
+        entry = _decode_binary_entry(reader, count, hash_alg.digest_size)
+        _extend(pcrs, banks, _bank_digests(entry, banks, pcr, entry_offset))
+        last_offset, thash, count = entry_offset, entry.template_hash, count + 1
+    return count, last_offset, thash
+
+
 def replay_binary(data: bytes, banks: Sequence[HashAlg] = DEFAULT_BANKS,
                   state: ImaReplayState | None = None, *, pcr: int = IMA_PCR,
                   template_hash_alg: HashAlg = HashAlg.SHA1) -> ImaReplayState:
@@ -583,16 +643,14 @@ def replay_binary(data: bytes, banks: Sequence[HashAlg] = DEFAULT_BANKS,
     pcrs = _start_pcrs(state, banks)
     count = 0 if state is None else state.count
     start = _resume_binary(data, state, template_hash_alg.digest_size) if count else 0
-    reader = Reader(data, "IMA binary measurement list", start=start)
-    last, last_offset = None, None
-    while not reader.at_end():
-        entry_offset = reader.offset
-        entry = _decode_binary_entry(reader, count, template_hash_alg.digest_size)
-        _extend(pcrs, banks, _bank_digests(entry, banks, pcr, entry_offset))
-        last, last_offset, count = entry, entry_offset, count + 1
-    if last is None:
+    if banks == DEFAULT_BANKS and pcr == IMA_PCR and template_hash_alg is HashAlg.SHA1:
+        new_count, last_offset, thash = _replay_binary_fast(data, start, pcrs, count)
+    else:
+        new_count, last_offset, thash = _replay_binary_general(
+            data, start, banks, pcrs, count, pcr, template_hash_alg)
+    if last_offset is None:
         return _unchanged(state, pcrs)
-    return ImaReplayState(count, pcrs, last_offset, last.template_hash)
+    return ImaReplayState(new_count, pcrs, last_offset, thash)
 
 
 def _line_start(data: bytes, offset: int) -> bool:
@@ -640,16 +698,17 @@ def _replay_line(line: bytes, index: int, offset: int, banks: Sequence[HashAlg],
 
 
 class _LineOffsets:
-    """Byte offsets of lines, computed lazily so the hot loop never counts bytes."""
+    """Byte offsets of lines, computed lazily so the hot loop never counts bytes.
 
-    __slots__ = ("_index", "_lines", "_offset", "_start")
+    Calls must ask for non-decreasing line numbers, so the total cost stays O(n).
+    """
+
+    __slots__ = ("_index", "_lines", "_offset")
 
     def __init__(self, lines: list[bytes], start: int) -> None:
-        self._lines, self._start, self._index, self._offset = lines, start, 0, start
+        self._lines, self._index, self._offset = lines, 0, start
 
     def __call__(self, index: int) -> int:
-        if index < self._index:                       # never in replay: it only moves on
-            self._index, self._offset = 0, self._start
         self._offset += sum(map(len, self._lines[self._index:index])) + index - self._index
         self._index = index
         return self._offset

@@ -412,14 +412,14 @@ def _variant(transform) -> bytes:
 @pytest.mark.parametrize("text", [
     _variant(lambda t: t),
     _variant(lambda t: t[:3] + t[3:43].upper() + t[43:]),
-    _variant(lambda t: t.replace(b"sha256:", b"sha256:").upper().replace(b"IMA-NG SHA256:",
-                                                                          b"ima-ng sha256:")),
+    _variant(lambda t: t.replace(hashlib.sha256(b"t").hexdigest().encode(),
+                                 hashlib.sha256(b"t").hexdigest().upper().encode())),
     _variant(lambda t: b"0" + t),
     _variant(lambda t: t.replace(b"\n", b"\r\n")),
     _variant(lambda t: t.rstrip(b"\n")),
     _variant(lambda t: t.replace(b"sha256:", b"sha256:\t")),
     _variant(lambda t: t.replace(b" ima-ng", b"\tima-ng")),
-], ids=["plain", "upper-hash", "upper-all", "pcr-010", "crlf", "no-final-newline",
+], ids=["plain", "upper-hash", "upper-digest", "pcr-010", "crlf", "no-final-newline",
         "tab-in-hex", "tab-separator"])
 def test_fast_path_and_general_decoder_agree_on_odd_but_possible_lines(text):
     def outcome(call):
@@ -428,3 +428,29 @@ def test_fast_path_and_general_decoder_agree_on_odd_but_possible_lines(text):
         except EvidenceError as exc:
             return type(exc)
     assert outcome(ima.replay_ascii) == outcome(lambda t: ima.replay(ima.parse_ascii(t)))
+
+
+def test_replaying_no_new_entries_returns_the_same_state():
+    entries = _mixed_entries()
+    for encode, replay in ((ima.format_ascii, ima.replay_ascii),
+                           (ima.format_binary, ima.replay_binary)):
+        state = replay(encode(entries))
+        assert replay(encode(entries), state=state) == state
+    state = ima.replay(entries)
+    assert ima.replay(entries, state=state) == state
+
+
+def test_state_without_offset_on_a_list_without_final_newline():
+    text = ima.synthetic_ima_ng_list(5)
+    state = ima.replay(ima.parse_ascii(text)[:5])
+    assert ima.replay_ascii(text.rstrip(b"\n"), state=state).pcrs == state.pcrs
+    with pytest.raises(ReplayStateError, match="the list is shorter"):
+        ima.replay_ascii(_split(text, 4).rstrip(b"\n"), state=state)
+
+
+def test_state_pointing_at_a_broken_line_is_refused():
+    text = ima.synthetic_ima_ng_list(5)
+    state = ima.replay_ascii(_split(text, 3))
+    broken = text[:state.last_entry_offset] + b"garbage\n" + text[state.last_entry_offset:]
+    with pytest.raises(ReplayStateError, match="no entry of this list at its offset"):
+        ima.replay_ascii(broken, state=state)

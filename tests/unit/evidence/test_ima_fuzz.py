@@ -102,3 +102,12 @@ def test_fast_ascii_path_agrees_with_the_general_decoder(data):
     general = _outcome(lambda d: ima.replay(ima.parse_ascii(d)), data)
     if isinstance(fast, dict) or isinstance(general, dict):
         assert fast == general
+
+
+@FUZZ
+@given(_mutated(SEED_BINARY + ima.format_binary(SEED_ENTRIES[:1])))
+def test_fast_binary_path_agrees_with_the_general_decoder(data):
+    fast = _outcome(ima.replay_binary, data)
+    general = _outcome(lambda d: ima.replay(ima.parse_binary(d)), data)
+    if isinstance(fast, dict) or isinstance(general, dict):
+        assert fast == general

@@ -1,0 +1,9 @@
+"""TTP integration tests: the real server process, real swtpm TPMs, real databases."""
+
+from tests.fixtures.swtpm import swtpm, swtpm_factory, swtpm_state_cache  # noqa: F401
+from tests.fixtures.ttp import (  # noqa: F401
+    other_test_ca,
+    ttp_database_url,
+    ttp_server,
+    ttp_test_ca,
+)

@@ -1,0 +1,177 @@
+"""Host enrollment against the real TTP with real swtpm TPMs (EK certs from a local CA)."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import secrets
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from tests.fixtures.ttp import CertificateAuthority, TTPServer
+from trusted_launch.tpm.device import TPMDevice
+from trusted_launch.tpm.errors import TPMError
+
+pytestmark = pytest.mark.swtpm
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _host_name() -> str:
+    return f"compute-{secrets.token_hex(4)}"
+
+
+class Host:
+    """A simulated compute host: one swtpm behind the project's TPM layer."""
+
+    def __init__(self, tcti: str) -> None:
+        self.device = TPMDevice(tcti)
+        self.ak = self.device.ensure_attestation_key()
+        self.ek_certificate = self.device.ek_certificate()
+        self.ek_public = self.device.ek_public()
+
+    def enrollment(self, name: str, **overrides: bytes) -> dict:
+        fields = {"ek_certificate": self.ek_certificate, "ek_public": self.ek_public,
+                  "ak_public": self.ak.public, **overrides}
+        return {"host": name, **{key: _b64(value) for key, value in fields.items()}}
+
+    def answer(self, challenge: dict) -> dict:
+        secret = self.device.activate_credential(
+            base64.b64decode(challenge["credential_blob"]),
+            base64.b64decode(challenge["encrypted_secret"]))
+        return {"secret": _b64(secret)}
+
+
+@pytest.fixture
+def hosts(swtpm_factory):
+    made: list[Host] = []
+
+    def make(count: int) -> list[Host]:
+        made.extend(Host(tpm.tcti) for tpm in swtpm_factory(count))
+        return made[-count:]
+
+    yield make
+    for host in made:
+        host.device.close()
+
+
+def _enroll(ttp: TTPServer, host: Host, name: str) -> str:
+    """Full enrollment; the AK certificate PEM."""
+    challenge = ttp.request("POST", "/v1/hosts", json=host.enrollment(name))
+    assert challenge.status_code == 201, challenge.text
+    activated = ttp.request("POST", f"/v1/hosts/{name}/activation",
+                            json=host.answer(challenge.json()))
+    assert activated.status_code == 200, activated.text
+    return activated.json()["ak_certificate"]
+
+
+def _refusal(response, status: int = 403) -> str:
+    assert response.status_code == status, response.text
+    return response.json()["error"]["check"]
+
+
+def test_enrollment_issues_an_ak_certificate(ttp_server: TTPServer, hosts) -> None:
+    (host,) = hosts(1)
+    name = _host_name()
+    assert ttp_server.request("GET", f"/v1/hosts/{name}").status_code == 404
+    pem = _enroll(ttp_server, host, name)
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    ca = x509.load_pem_x509_certificate(
+        (ttp_server.directory / "ca" / "ak-ca.pem").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    assert cert.subject.rfc4514_string() == f"CN={name}"
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    from trusted_launch.evidence.tpm2 import parse_public
+    ak_key = parse_public(host.ak.public, tpm2b=True).public_key()
+    assert cert.public_key().public_bytes(serialization.Encoding.DER, spki) == \
+        ak_key.public_bytes(serialization.Encoding.DER, spki)
+    state = ttp_server.request("GET", f"/v1/hosts/{name}").json()
+    assert state["state"] == "active" and state["ak_name"] == host.ak.name.hex()
+
+
+def test_ek_public_of_another_tpm_is_refused(ttp_server: TTPServer, hosts) -> None:
+    first, second = hosts(2)
+    body = first.enrollment(_host_name(), ek_public=second.ek_public)
+    response = ttp_server.request("POST", "/v1/hosts", json=body)
+    assert _refusal(response) == "ek_public_mismatch"
+
+
+def test_ek_certificate_from_an_unknown_vendor_is_refused(
+        ttp_server: TTPServer, hosts, other_test_ca: CertificateAuthority) -> None:
+    (host,) = hosts(1)
+    genuine = x509.load_der_x509_certificate(host.ek_certificate)
+    now = datetime.datetime.now(datetime.UTC)
+    forged = (x509.CertificateBuilder().subject_name(genuine.subject)
+              .issuer_name(other_test_ca.cert.subject).public_key(genuine.public_key())
+              .serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(days=1))
+              .not_valid_after(now + datetime.timedelta(days=1))
+              .sign(other_test_ca.key, hashes.SHA256()))
+    body = host.enrollment(_host_name(),
+                           ek_certificate=forged.public_bytes(serialization.Encoding.DER))
+    response = ttp_server.request("POST", "/v1/hosts", json=body)
+    assert _refusal(response) == "ek_certificate_chain"
+
+
+def test_ek_as_ak_is_refused_for_its_attributes(ttp_server: TTPServer, hosts) -> None:
+    (host,) = hosts(1)
+    body = host.enrollment(_host_name(), ak_public=host.ek_public)
+    assert _refusal(ttp_server.request("POST", "/v1/hosts", json=body)) == "ak_attributes"
+
+
+def test_wrong_activation_secret_is_refused_and_cancels_the_challenge(
+        ttp_server: TTPServer, hosts) -> None:
+    (host,) = hosts(1)
+    name = _host_name()
+    challenge = ttp_server.request("POST", "/v1/hosts", json=host.enrollment(name))
+    assert challenge.status_code == 201
+    wrong = ttp_server.request("POST", f"/v1/hosts/{name}/activation",
+                               json={"secret": _b64(secrets.token_bytes(32))})
+    assert _refusal(wrong) == "activation_failed"
+    late = ttp_server.request("POST", f"/v1/hosts/{name}/activation",
+                              json=host.answer(challenge.json()))
+    assert _refusal(late) == "activation_failed"
+    assert ttp_server.request("GET", f"/v1/hosts/{name}").json()["state"] == "pending"
+
+
+def test_another_tpm_cannot_answer_the_challenge(ttp_server: TTPServer, hosts) -> None:
+    first, second = hosts(2)
+    name = _host_name()
+    challenge = ttp_server.request("POST", "/v1/hosts", json=first.enrollment(name)).json()
+    with pytest.raises(TPMError):
+        second.answer(challenge)
+
+
+def test_identity_takeover_is_refused(ttp_server: TTPServer, hosts) -> None:
+    owner, intruder = hosts(2)
+    name = _host_name()
+    _enroll(ttp_server, owner, name)
+    response = ttp_server.request("POST", "/v1/hosts", json=intruder.enrollment(name))
+    assert _refusal(response) == "host_identity_conflict"
+    assert ttp_server.request("GET", f"/v1/hosts/{name}").json()["ak_name"] == \
+        owner.ak.name.hex()
+
+
+def test_reenrollment_with_the_same_tpm_keeps_the_host_active(ttp_server: TTPServer,
+                                                              hosts) -> None:
+    (host,) = hosts(1)
+    name = _host_name()
+    _enroll(ttp_server, host, name)
+    again = ttp_server.request("POST", "/v1/hosts", json=host.enrollment(name))
+    assert again.status_code == 201
+    assert ttp_server.request("GET", f"/v1/hosts/{name}").json()["state"] == "active"
+    assert x509.load_pem_x509_certificate(_enroll(ttp_server, host, name).encode())
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("host", "bad name!"), ("ek_certificate", "%%%"), ("ek_certificate", _b64(b"not der")),
+    ("ek_public", _b64(b"\x00\x01")), ("ak_public", 42)])
+def test_malformed_enrollment_names_the_field(ttp_server: TTPServer, hosts, field: str,
+                                              value: object) -> None:
+    (host,) = hosts(1)
+    body = {**host.enrollment(_host_name()), field: value}
+    assert _refusal(ttp_server.request("POST", "/v1/hosts", json=body), 400) == field
