@@ -58,6 +58,15 @@ def db_sync(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     return 0
 
 
+def db_purge_tokens(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    """Delete replay-protection rows of tokens that have expired."""
+    import time
+
+    from trusted_launch.ttp.db.api import TTPDatabase
+    print(TTPDatabase(conf.database.connection).purge_used_tokens(int(time.time())))
+    return 0
+
+
 def keys_rotate(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     print(_keys(conf).rotate())
     return 0
@@ -119,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", required=True)
     db = groups.add_parser("db", help="database").add_subparsers(dest="action", required=True)
     db.add_parser("sync", help="migrate to the latest schema").set_defaults(func=db_sync)
+    db.add_parser("purge-tokens", help="forget used tokens that have expired").set_defaults(
+        func=db_purge_tokens)
     keys = groups.add_parser("keys", help="token keys").add_subparsers(dest="action",
                                                                        required=True)
     keys.add_parser("rotate", help="make a new current key").set_defaults(func=keys_rotate)

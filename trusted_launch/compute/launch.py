@@ -65,6 +65,26 @@ class TrustedLaunchHost:
                 timer: StepTimer | None = None) -> ReleasedSecrets:
         """Attest this host for ``launch_id`` and return {N, H} from the TTP."""
         timer = timer or StepTimer()
+        return self.open(self.attest(ttp, token=token, launch_id=launch_id, timer=timer),
+                         timer=timer)
+
+    def attest(self, ttp: TTPClient, *, token: str, launch_id: str,
+               timer: StepTimer | None = None) -> PendingRelease:
+        """Steps 5-11: certify a warm bind key, have the TTP judge this host."""
+        timer = timer or StepTimer()
+        bind_key, body = self.evidence(token=token, launch_id=launch_id, timer=timer)
+        started = time.perf_counter()
+        answer = ttp.attest(body)
+        timer.record("ttp", started)
+        LOG.info("TTP %s accepted this host for %s (attestation %s)",
+                 ttp.base_url, launch_id, answer.get("attestation_id"))
+        return PendingRelease(bind_key, launch_id, _released_envelope(answer),
+                              str(answer.get("attestation_id", "")))
+
+    def evidence(self, *, token: str, launch_id: str, timer: StepTimer | None = None
+                 ) -> tuple[object, dict]:
+        """Steps 5-7: a warm bind key and the attestation request body for it."""
+        timer = timer or StepTimer()
         started = time.perf_counter()
         bind_key = self._pool.acquire()
         timer.record("bind_key", started)
@@ -72,15 +92,26 @@ class TrustedLaunchHost:
         qualifying = certify_qualifying_data(token, bind_key.name, launch_id)
         attest, signature = bindkeys.certify(self._device, bind_key, qualifying)
         timer.record("certify", started)
-        body = self._attestation_body(token, launch_id, bind_key.public, attest, signature)
+        return bind_key, self._attestation_body(token, launch_id, bind_key.public, attest,
+                                                signature)
+
+    def open(self, pending: PendingRelease, *, timer: StepTimer | None = None
+             ) -> ReleasedSecrets:
+        """Step 12: open the released secrets in the TPM, under the PCR policy."""
+        timer = timer or StepTimer()
         started = time.perf_counter()
-        answer = ttp.attest(body)
-        timer.record("ttp", started)
-        started = time.perf_counter()
-        secrets = self._open(bind_key, answer, launch_id)
+        key = pending.bind_key
+        try:
+            secrets = open_from_bind_key(
+                pending.envelope, aad=release_aad(pending.launch_id, key.name),
+                ecdh_zgen=lambda x, y: bindkeys.ecdh_zgen(self._device, key, (x, y)),
+                rsa_decrypt=lambda ct, label: bindkeys.rsa_decrypt(self._device, key, ct,
+                                                                   label))
+        except SealingError as exc:
+            raise ReleaseUnusable(f"released secrets do not open: {exc}") from None
+        except TPMError as exc:
+            raise ReleaseUnusable(str(exc)) from None
         timer.record("decrypt", started)
-        LOG.info("TTP %s released launch secrets for %s (attestation %s)",
-                 ttp.base_url, launch_id, answer.get("attestation_id"))
         return secrets
 
     def _attestation_body(self, token: str, launch_id: str, public: bytes, attest: bytes,
@@ -97,22 +128,23 @@ class TrustedLaunchHost:
             "bind_key_pcrs": self._bind_key_pcrs,
         }
 
-    def _open(self, bind_key, answer: dict, launch_id: str) -> ReleasedSecrets:
-        try:
-            envelope = base64.b64decode(answer["released"], validate=True)
-        except (KeyError, TypeError, ValueError):
-            raise TTPProtocolError("TTP accepted but sent no valid 'released' field") from None
-        aad = release_aad(launch_id, bind_key.name)
-        try:
-            return open_from_bind_key(
-                envelope, aad=aad,
-                ecdh_zgen=lambda x, y: bindkeys.ecdh_zgen(self._device, bind_key, (x, y)),
-                rsa_decrypt=lambda ct, label: bindkeys.rsa_decrypt(self._device, bind_key, ct,
-                                                                label))
-        except SealingError as exc:
-            raise ReleaseUnusable(f"released secrets do not open: {exc}") from None
-        except TPMError as exc:
-            raise ReleaseUnusable(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class PendingRelease:
+    """The TTP's answer for one launch, not yet opened in the TPM."""
+
+    bind_key: object
+    launch_id: str
+    envelope: bytes = field(repr=False)
+    attestation_id: str = ""
+
+
+def _released_envelope(answer: dict) -> bytes:
+    try:
+        return base64.b64decode(answer["released"], validate=True)
+    except (KeyError, TypeError, ValueError):
+        raise TTPProtocolError("TTP accepted but sent no valid 'released' field") from None
 
 
 def check_image_digest(expected: ImageDigest, actual: bytes) -> None:

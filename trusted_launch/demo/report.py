@@ -46,7 +46,7 @@ class Recorder:
         started = time.perf_counter()
         try:
             yield result
-        except Exception as exc:  # noqa: BLE001 - a refusal is an outcome to report
+        except Exception as exc:
             result.outcome = REFUSED
             result.reason = result.reason or str(exc)
         else:

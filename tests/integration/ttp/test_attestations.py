@@ -105,3 +105,28 @@ def test_expired_replay_rows_are_purged(ttp_database_url: str) -> None:
         db.record_attestation(_record(), token_digest=digest, expires_at=300)
     finally:
         db.dispose()
+
+
+def test_database_failure_answers_503_and_records_nothing(
+        tmp_path, ttp_test_ca: CertificateAuthority, swtpm_state_cache) -> None:
+    """A refusal that cannot be recorded is not answered as a refusal: 503, no id."""
+    import sqlite3
+
+    from tests.fixtures.ttp import write_ttp_config
+    url = f"sqlite:///{tmp_path / 'ttp.sqlite'}"
+    cert, key = ttp_test_ca.issue("ttp-503")
+    config = write_ttp_config(tmp_path, database_url=url, cert=cert, key=key,
+                              admin_token="x", ek_ca_files=[ttp_test_ca.cert_file], workers=1)
+    server = TTPServer(tmp_path, config, ttp_test_ca.cert_file, "x")
+    assert server.manage("db", "sync").returncode == 0
+    server.start()
+    try:
+        with sqlite3.connect(tmp_path / "ttp.sqlite") as connection:
+            connection.execute("DROP TABLE attestations")
+        pem = ttp_test_ca.cert_file.read_text()
+        response = server.request("POST", "/v1/attestations", json=_request("h", pem))
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "service_unavailable"
+        assert "attestation_id" not in response.json()
+    finally:
+        assert server.stop() == 0

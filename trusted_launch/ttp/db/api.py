@@ -195,9 +195,13 @@ class TTPDatabase:
             return None if row is None else _record_from_row(row)
 
     def purge_used_tokens(self, now: int) -> int:
-        """Forget used tokens that expired before ``now`` (they fail the expiry check anyway)."""
+        """Forget used tokens that expired before ``now`` (they fail the expiry check anyway).
+
+        Rows with an unknown expiry (0) are kept for ever.
+        """
         with self._transaction() as session:
-            return session.execute(delete(UsedToken).where(UsedToken.expires_at < now)).rowcount
+            return session.execute(delete(UsedToken).where(
+                UsedToken.expires_at > 0, UsedToken.expires_at < now)).rowcount
 
 
 def _row_from_record(record: AttestationRecord) -> Attestation:
