@@ -68,22 +68,16 @@ class MoveOperationsTest(SecurityProfileTestBase):
     # production, instead of raising NoValidHost through the API.
     CAST_AS_CALL = False
 
-    def test_high_server_only_ever_moves_between_high_hosts(self) -> None:
-        self._start_compute("host-high2")
-        self.admin_api.add_host_to_aggregate(self.aggregates["high"], "host-high2")
-        high_hosts = {"host-high", "host-high2"}
-        server = self._boot(metadata={"trusted_sp": "high"})
-        first = server[HOST_ATTR]
-        self.assertIn(first, high_hosts)
-        (second,) = high_hosts - {first}
-
+    def test_cold_and_live_migration_stay_on_high_hosts(self) -> None:
+        server, first, second = self._boot_with_two_high_hosts()
         server = self._migrate_server(server)
         self.assertEqual(second, server[HOST_ATTR])
         server = self._confirm_resize(server)
-
         server = self._live_migrate(server)
         self.assertEqual(first, server[HOST_ATTR])
 
+    def test_evacuate_stays_on_high_hosts(self) -> None:
+        server, first, second = self._boot_with_two_high_hosts()
         self._force_down(first)
         server = self._evacuate_server(server, expected_state="SHUTOFF")
         self.assertEqual(second, server[HOST_ATTR])
@@ -103,6 +97,16 @@ class MoveOperationsTest(SecurityProfileTestBase):
         self._wait_for_action_fail_completion(server, "unshelve", "schedule_instances")
         server = self._wait_for_state_change(server, "SHELVED_OFFLOADED")
         self.assertIsNone(server[HOST_ATTR])
+
+    def _boot_with_two_high_hosts(self) -> tuple[dict, str, str]:
+        """A metadata-high server on one of two high hosts, and both hosts' names."""
+        self._start_compute("host-high2")
+        self.admin_api.add_host_to_aggregate(self.aggregates["high"], "host-high2")
+        server = self._boot(metadata={"trusted_sp": "high"})
+        first = server[HOST_ATTR]
+        (second,) = {"host-high", "host-high2"} - {first}
+        self.assertIn(first, {"host-high", "host-high2"})
+        return server, first, second
 
     def _force_down(self, host: str) -> None:
         self.computes[host].stop()

@@ -53,9 +53,10 @@ _STEP_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # A run this long could be an encoded secret (32 bytes are 43 base64url chars).
 _OPAQUE_RUN_RE = re.compile(r"[A-Za-z0-9+/=_-]{43,}")
 _STOP = object()
+# oslo.messaging's loggers (oslo_log names its own "oslo.messaging...").
 _OSLO_LOGGERS = ("oslo_messaging.notify.messaging", "oslo_messaging.notify.notifier",
-                 "oslo_messaging._drivers.impl_rabbit", "oslo_messaging._drivers.amqpdriver",
-                 "oslo_messaging._drivers.pool")
+                 "oslo_messaging._drivers.amqpdriver", "oslo.messaging._drivers.impl_rabbit",
+                 "oslo.messaging._drivers.pool")
 
 
 class NotificationPayloadError(ValueError):

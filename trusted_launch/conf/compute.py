@@ -45,6 +45,15 @@ compute_opts = [
         help="Notifications kept in memory while the message bus is slow or "
              "down. When the queue is full, new notifications are dropped, "
              "counted and logged once; the launch goes on."),
+    cfg.StrOpt(
+        "host_security_profile",
+        help="Security profile this host is built to meet (a name from "
+             "security_profiles). The trusted compute driver reports the "
+             "placement trait CUSTOM_TRUSTED_SP_<NAME> for it and for every "
+             "weaker profile, and removes other CUSTOM_TRUSTED_SP_* traits "
+             "from its provider. Unset, or while the host's TPM or AK "
+             "certificate is not usable: no such trait is reported. The TTP "
+             "still judges every launch; the trait only guides scheduling."),
 ]
 
 

@@ -5,7 +5,9 @@ current PCR values) and userWithAuth clear, so its USER role (ECDH_ZGen,
 RSA_Decrypt) works only in a policy session whose PolicyPCR matches the PCRs
 at that moment.  adminWithPolicy is clear: TPM2_Certify (ADMIN role) is
 authorised with the empty authValue, which lets the host certify the key but
-never use it for decryption.  Keys live outside the TPM as (private, public)
+never use it for decryption.  Decryption runs in a policy session salted with
+the SRK and with response encryption, so the shared point / plaintext never
+crosses the TPM bus in clear.  Keys live outside the TPM as (private, public)
 blobs; each operation loads, uses and flushes the key under the device lock.
 """
 

@@ -131,6 +131,7 @@ class TTPApplication:
             response = self.dispatch(request)
         except APIError as exc:
             response = json_response(exc.status, exc.body())
+            response.headers.update(exc.headers)
         except (DatabaseError, KeyStoreError) as exc:
             LOG.error("%s %s: %s", request.method, request.path, exc)
             error = ServiceUnavailable("service", "a backing store is unavailable")
@@ -149,8 +150,9 @@ class TTPApplication:
                 continue
             handler = methods.get(request.method)
             if handler is None:
-                raise MethodNotAllowed("method", f"{request.method} is not allowed here; "
-                                                 f"use {', '.join(sorted(methods))}")
+                allowed = ", ".join(sorted(methods))
+                raise MethodNotAllowed("method", f"{request.method[:16]} is not allowed here; "
+                                                 f"use {allowed}", headers={"Allow": allowed})
             return handler(request, **match.groupdict())
         raise NotFound("path", f"no resource at {request.path_info[:100]!r}")
 

@@ -46,6 +46,13 @@ def decode_b64(value: object, field: str, *, limit: int = 8192) -> bytes:
         raise BadRequest(field, "not valid base64") from exc
 
 
+def check_fields(body: dict, allowed: tuple[str, ...]) -> None:
+    """Refuse unknown fields (fail closed on what we do not understand)."""
+    for name in body:
+        if name not in allowed:
+            raise BadRequest(str(name)[:64], "unknown field")
+
+
 def check_host_name(name: object, field: str = "host") -> str:
     """A DNS-like host name, else BadRequest."""
     if not isinstance(name, str) or not HOST_NAME.match(name):
@@ -178,6 +185,7 @@ class Enrollment:
 
     def enroll(self, body: dict) -> Challenge:
         """Validate EK certificate, EK public and AK; store the challenge; return it."""
+        check_fields(body, ("host", "ek_certificate", "ek_public", "ak_public"))
         host = check_host_name(body.get("host"))
         cert_der = decode_b64(body.get("ek_certificate"), "ek_certificate")
         try:
@@ -216,6 +224,7 @@ class Enrollment:
     def activate(self, host: str, body: dict) -> str:
         """Check the recovered secret; make the AK active; return its certificate (PEM)."""
         check_host_name(host)
+        check_fields(body, ("secret",))
         secret = decode_b64(body.get("secret"), "secret", limit=64)
         if self.db.get_host(host) is None:
             raise NotFound("host", f"host {host!r} is not enrolled")

@@ -9,11 +9,13 @@ class APIError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, check: str, reason: str, *, extra: dict | None = None) -> None:
+    def __init__(self, check: str, reason: str, *, extra: dict | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(f"{check}: {reason}")
         self.check = check
         self.reason = reason
         self.extra = extra or {}
+        self.headers = headers or {}
 
     def body(self) -> dict:
         """The JSON body of the answer."""

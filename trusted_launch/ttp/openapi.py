@@ -7,6 +7,9 @@ import copy
 _B64 = {"type": "string", "format": "byte", "minLength": 1}
 _HOST = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$"}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 255}
+_PROFILE_NAME = {"type": "string", "pattern": "^[a-z0-9_-]{1,32}$"}
+_UUID = {"type": "string", "format": "uuid",
+         "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}
 
 
 def _ref(name: str) -> dict:
@@ -44,7 +47,7 @@ _SCHEMAS: dict = {
                                    "enum": ["hpke-x25519-hkdf-sha256-aes128gcm"]},
                      "public_key": {"type": "string", "description": "base64url raw key"},
                      "not_after": {"type": "integer", "nullable": True}}},
-    "EnrollmentRequest": {"type": "object", "required": [
+    "EnrollmentRequest": {"type": "object", "additionalProperties": False, "required": [
         "host", "ek_certificate", "ek_public", "ak_public"], "properties": {
         "host": _HOST, "ek_certificate": {**_B64, "description": "DER X.509"},
         "ek_public": {**_B64, "description": "TPM2B_PUBLIC"},
@@ -52,7 +55,8 @@ _SCHEMAS: dict = {
     "Challenge": {"type": "object", "required": [
         "host", "credential_blob", "encrypted_secret"], "properties": {
         "host": {"type": "string"}, "credential_blob": _B64, "encrypted_secret": _B64}},
-    "Activation": {"type": "object", "required": ["secret"], "properties": {"secret": _B64}},
+    "Activation": {"type": "object", "additionalProperties": False, "required": ["secret"],
+                   "properties": {"secret": _B64}},
     "AKCertificate": {"type": "object", "required": ["ak_certificate"], "properties": {
         "ak_certificate": {"type": "string", "description": "PEM"}}},
     "Host": {"type": "object", "required": ["host", "state"], "properties": {
@@ -71,16 +75,23 @@ _SCHEMAS: dict = {
     "ProfileSummary": {"type": "object", "required": ["name", "level"], "properties": {
         "name": {"type": "string"}, "level": {"type": "integer"},
         "description": {"type": "string"}}},
-    "AttestationRequest": {"type": "object", "required": [
+    "AttestationRequest": {"type": "object", "additionalProperties": False, "required": [
         "host", "launch_id", "token", "ak_certificate", "bind_key_public", "certify_info",
         "certify_signature", "event_log", "bind_key_pcrs"], "properties": {
-        "host": _HOST, "launch_id": _NAME, "token": {"type": "string"},
-        "ak_certificate": {"type": "string", "description": "PEM"},
+        "host": _HOST, "launch_id": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+        "token": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,4096}$",
+                  "description": "sealed launch token (base64url)"},
+        "ak_certificate": {"type": "string", "pattern": "-----BEGIN CERTIFICATE-----",
+                           "maxLength": 16384, "description": "PEM"},
         "bind_key_public": {**_B64, "description": "TPM2B_PUBLIC"},
         "certify_info": {**_B64, "description": "TPMS_ATTEST"},
         "certify_signature": {**_B64, "description": "TPMT_SIGNATURE"},
         "event_log": {**_B64, "description": "binary_bios_measurements"},
-        "bind_key_pcrs": {"type": "string", "example": "sha256:0,1,2,3,4,5,6,7"}}},
+        "bind_key_pcrs": {"type": "string", "maxLength": 256,
+                          "pattern": "^(sha1|sha256|sha384|sha512|sm3_256):[0-9]{1,2}(,[0-9]{1,2})*"
+                                     "(\\+(sha1|sha256|sha384|sha512|sm3_256):[0-9]{1,2}"
+                                     "(,[0-9]{1,2})*)*$",
+                          "example": "sha256:0,1,2,3,4,5,6,7"}}},
     "AttestationResult": {"type": "object", "required": [
         "attestation_id", "verdict", "profile", "satisfied_profile", "released"],
         "properties": {
@@ -109,8 +120,8 @@ def _path_param(name: str, schema: dict) -> dict:
 
 
 _ADMIN = [{"adminToken": []}]
-_PROFILE_PARAM = [_path_param("name", _NAME)]
-_HOST_PARAM = [_path_param("host", _NAME)]
+_PROFILE_PARAM = [_path_param("name", _PROFILE_NAME)]
+_HOST_PARAM = [_path_param("host", _HOST)]
 
 _PATHS: dict = {
     "/": {"get": {"operationId": "listVersions", "summary": "API versions", "responses": {
@@ -178,7 +189,7 @@ _PATHS: dict = {
                       **_BODY_ERRORS}}},
     "/v1/attestations/{attestation_id}": {"get": {
         "operationId": "showAttestation", "summary": "Audit record of an attestation",
-        "parameters": [_path_param("attestation_id", {"type": "string", "format": "uuid"})],
+        "parameters": [_path_param("attestation_id", _UUID)],
         "responses": {"200": {"description": "Record", **_json(_ref("AttestationRecord"))},
                       "404": _error("No such attestation"), **_COMMON_ERRORS}}},
 }

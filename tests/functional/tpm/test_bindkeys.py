@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_ST, TPMA_OBJECT
 from tpm2_pytss.types import TPM2B_PUBLIC, TPML_DIGEST_VALUES, TPMS_ATTEST, TPMT_SIGNATURE
 
-from tests.fixtures.swtpm import SECUREBOOT_LOG, _tpmt_ha
+from tests.fixtures.swtpm import SECUREBOOT_LOG
+from trusted_launch.sandbox.swtpm import tpmt_ha
 from trusted_launch.tpm.bindkeys import (
     certify,
     create_bind_key,
@@ -57,7 +58,7 @@ def _expected_policy(pcr_hex: dict[str, str]) -> bytes:
 
 def _extend(device, pcr: int) -> None:
     with device.esapi("PCR_Extend") as ectx:
-        ectx.pcr_extend(ESYS_TR(pcr), TPML_DIGEST_VALUES([_tpmt_ha(0x0B, bytes(32))]))
+        ectx.pcr_extend(ESYS_TR(pcr), TPML_DIGEST_VALUES([tpmt_ha(0x0B, bytes(32))]))
 
 
 @pytest.mark.parametrize("algorithm", ["ecc", "rsa"])

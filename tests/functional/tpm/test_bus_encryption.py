@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from tpm2_pytss.types import TPM2B_PUBLIC
 
-from tests.fixtures.swtpm import _free_port_pair
+from trusted_launch.sandbox.swtpm import free_port_pair
 from trusted_launch.tpm.bindkeys import create_bind_key, ecdh_zgen, rsa_decrypt
 from trusted_launch.tpm.device import TPMDevice
 
@@ -25,7 +25,7 @@ class RecordingProxy:
     """Forwards a swtpm port pair (data, control) and records the data channel."""
 
     def __init__(self, target_port: int) -> None:
-        self.port = _free_port_pair()
+        self.port = free_port_pair()
         self.sent = bytearray()      # client -> TPM
         self.received = bytearray()  # TPM -> client
         self._listeners = []
@@ -55,11 +55,15 @@ class RecordingProxy:
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket, log: bytearray | None) -> None:
-        with contextlib.suppress(OSError), src, dst:
+        with contextlib.suppress(OSError):
             while chunk := src.recv(65536):
                 if log is not None:
                     log.extend(chunk)
                 dst.sendall(chunk)
+        for sock in (src, dst):  # shutdown wakes the other direction's blocked recv
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
 
 
 @pytest.fixture

@@ -70,6 +70,7 @@ def test_unknown_path_and_method(ttp_server: TTPServer) -> None:
     assert missing.status_code == 404 and _error(missing)["check"] == "path"
     wrong = ttp_server.request("DELETE", "/v1/keys")
     assert wrong.status_code == 405 and _error(wrong)["code"] == "method_not_allowed"
+    assert wrong.headers["Allow"] == "GET"
 
 
 def test_oversized_body_is_refused_unread(ttp_server: TTPServer) -> None:

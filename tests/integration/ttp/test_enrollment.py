@@ -169,7 +169,7 @@ def test_reenrollment_with_the_same_tpm_keeps_the_host_active(ttp_server: TTPSer
 
 @pytest.mark.parametrize(("field", "value"), [
     ("host", "bad name!"), ("ek_certificate", "%%%"), ("ek_certificate", _b64(b"not der")),
-    ("ek_public", _b64(b"\x00\x01")), ("ak_public", 42)])
+    ("ek_public", _b64(b"\x00\x01")), ("ak_public", 42), ("surprise", "x")])
 def test_malformed_enrollment_names_the_field(ttp_server: TTPServer, hosts, field: str,
                                               value: object) -> None:
     (host,) = hosts(1)

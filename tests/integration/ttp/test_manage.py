@@ -1,0 +1,108 @@
+"""``trusted-launch-ttp-manage`` and the WSGI factory, on a private SQLite database."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import stat
+import subprocess
+
+import pytest
+import webob
+import yaml
+
+from tests.conftest import EVENTLOG_DIR
+from tests.fixtures.ttp import BIN_DIR, CertificateAuthority, write_ttp_config
+from trusted_launch.ttp.keystore import TokenKeyStore
+from trusted_launch.ttp.wsgi import load_config, make_app
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[3] / "examples" / "profiles"
+
+
+def _manage(config: pathlib.Path | None, *args: str) -> subprocess.CompletedProcess:
+    prefix = ["--config-file", str(config)] if config else []
+    return subprocess.run([str(BIN_DIR / "trusted-launch-ttp-manage"), *prefix, *args],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def config(tmp_path: pathlib.Path, ttp_test_ca: CertificateAuthority) -> pathlib.Path:
+    cert, key = ttp_test_ca.issue("ttp-manage")
+    return write_ttp_config(tmp_path, database_url=f"sqlite:///{tmp_path / 'ttp.sqlite'}",
+                            cert=cert, key=key, admin_token="admin-secret",
+                            ek_ca_files=[ttp_test_ca.cert_file])
+
+
+def test_db_sync_creates_schema_ca_and_first_key_once(config: pathlib.Path) -> None:
+    first = _manage(config, "db", "sync")
+    assert first.returncode == 0, first.stderr
+    assert "created attestation CA" in first.stdout and "created token key" in first.stdout
+    second = _manage(config, "db", "sync")
+    assert second.returncode == 0 and "created" not in second.stdout
+    directory = config.parent
+    for private in [directory / "ca" / "ak-ca.key", *(directory / "keys").iterdir()]:
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+    assert "exists" in _manage(config, "ca", "init").stdout
+
+
+def test_keys_rotate_drops_keys_after_the_overlap(tmp_path: pathlib.Path) -> None:
+    store = TokenKeyStore(tmp_path / "keys", overlap=100)
+    first = store.rotate(now=1000)
+    second = store.rotate(now=1050)
+    assert [k.key_id for k in store.keys(now=1100)] == [second, first]
+    assert [k.key_id for k in store.keys(now=1151)] == [second]
+    third = store.rotate(now=1200)
+    assert not (tmp_path / "keys" / f"token-{first}.key").exists()
+    assert set(store.private_keys(now=1200)) == {third, second}
+
+
+def test_keys_without_a_current_key_fail_cleanly(config: pathlib.Path) -> None:
+    listed = _manage(config, "keys", "list")
+    assert listed.returncode == 1
+    assert "no current token key" in listed.stderr and "Traceback" not in listed.stderr
+
+
+def test_profile_set_list_and_bad_file(config: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    assert _manage(config, "db", "sync").returncode == 0
+    added = _manage(config, "profile", "set", "low", str(EXAMPLES / "low.yaml"))
+    assert added.returncode == 0, added.stderr
+    assert "low" in _manage(config, "profile", "list").stdout
+    mismatch = _manage(config, "profile", "set", "other", str(EXAMPLES / "low.yaml"))
+    assert mismatch.returncode == 1 and "name" in mismatch.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nlevel: -1\n")
+    refused = _manage(config, "profile", "set", "bad", str(bad))
+    assert refused.returncode == 1 and "level" in refused.stderr
+
+
+def test_profile_draft_from_a_real_event_log() -> None:
+    drafted = _manage(None, "profile", "draft", "--eventlog",
+                      str(EVENTLOG_DIR / "secureboot_binary_bios_measurements"),
+                      "--name", "fleet-a", "--level", "40")
+    assert drafted.returncode == 0, drafted.stderr
+    document = yaml.safe_load(drafted.stdout)
+    assert document["name"] == "fleet-a" and document["level"] == 40
+    assert document["require_secure_boot"] is True
+    assert set(document["pcrs"]["sha256"]) == {str(i) for i in range(8)}
+
+
+def test_profile_draft_of_a_broken_log_is_one_line(tmp_path: pathlib.Path) -> None:
+    broken = tmp_path / "log"
+    broken.write_bytes((EVENTLOG_DIR / "secureboot_binary_bios_measurements").read_bytes()[:77])
+    drafted = _manage(None, "profile", "draft", "--eventlog", str(broken), "--name", "x",
+                      "--level", "1")
+    assert drafted.returncode == 1 and "offset" in drafted.stderr
+    assert "Traceback" not in drafted.stderr
+
+
+def test_make_app_serves_in_process(config: pathlib.Path) -> None:
+    assert _manage(config, "db", "sync").returncode == 0
+    app = make_app(load_config([str(config)]))
+    keys = webob.Request.blank("/v1/keys").get_response(app)
+    assert keys.status_int == 200 and len(json.loads(keys.body)["keys"]) == 1
+    put = webob.Request.blank("/v1/profiles/inproc", method="PUT",
+                              body=b'{"name": "inproc", "level": 3}',
+                              content_type="application/json",
+                              headers={"X-Auth-Token": "admin-secret"}).get_response(app)
+    assert put.status_int == 201, put.body
+    app.db.dispose()

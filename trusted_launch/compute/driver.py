@@ -1,0 +1,371 @@
+"""``TrustedLibvirtDriver``: Nova's libvirt driver with the trusted launch protocol.
+
+nova.conf: ``[DEFAULT] compute_driver = trusted_launch.driver.TrustedLibvirtDriver``
+(loaded through the shim ``nova.virt.trusted_launch.driver``).
+
+An instance asks for a trusted launch with the server metadata
+``trusted_token`` (the sealed token) and ``trusted_ttp`` (the TTP's base URL;
+``trusted_sp`` is for the scheduler). For such an instance, inside
+``spawn`` and before the guest exists, the driver:
+
+1. forces a config drive (the only place N goes);
+2. lets ``LibvirtDriver._create_image`` download and cache the base image;
+3. checks ``trusted_ttp`` against ``[trusted_launch] allowed_ttp_urls`` and
+   runs steps 5-12 (:class:`~trusted_launch.compute.launch.TrustedLaunchHost`):
+   bind key, Certify, TTP attestation, decryption of {N, H} in the TPM;
+4. compares H with the digest of the cached base image in
+   ``<instances_path>/_base/`` (the bytes this host boots, hashed once per
+   cached file, :mod:`.image_digest`); Glance's ``os_hash_value`` is never used;
+5. keeps N in memory until ``_create_configdrive`` writes it to
+   ``trusted_launch/nonce`` on the config drive (:mod:`.nonce_injection`);
+   then ``LibvirtDriver`` creates and starts the guest as usual.
+
+Instances without these properties take the unchanged ``LibvirtDriver`` path.
+
+Refusals (the instance goes to ERROR; the fault names the check and reason,
+never N, which no exception or log line ever contains):
+
+* image digest mismatch, no local base image (RBD clone, boot from volume):
+  ``ImageUnacceptable``: the compute manager aborts the build, no reschedule;
+* the TTP refused the evidence (``attestation_refused``: profile, token,
+  replay, ...), TTP not on the allow-list, TTP unreachable or answering
+  nonsense, released secrets that do not open, incomplete properties:
+  ``BuildAbortException``, no reschedule. Another host would present the same
+  token to the same TTP, and a TTP outage is not this host's fault;
+  rescheduling would only spread the failure (and count it against more hosts
+  in ``BuildFailureWeigher``);
+* this host's trusted launch machinery is not ready (TPM unreachable at
+  ``init_host``, no AK certificate, TPM errors during the launch): a plain
+  exception, so Nova reschedules the build to another host if it can.
+
+Nova counts every failed build against the host (``BuildFailureWeigher``),
+aborted or rescheduled; a tenant's bad token or image therefore lowers the
+weight of the host that refused it, as any failed build does.
+
+``update_provider_tree`` reports ``CUSTOM_TRUSTED_SP_<NAME>`` for
+``[trusted_launch] host_security_profile`` and every weaker profile, only
+while the host is ready, and removes other ``CUSTOM_TRUSTED_SP_*`` traits.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+from dataclasses import dataclass, field
+
+import nova.conf
+from nova import exception
+from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import imagecache
+from oslo_log import log as logging
+
+from trusted_launch.compute.errors import ImageDigestMismatch, LaunchRefused
+from trusted_launch.compute.image_digest import BaseImageDigests, BaseImageMissing
+from trusted_launch.compute.launch import (
+    HostIdentity,
+    StepTimer,
+    TrustedLaunchHost,
+    check_image_digest,
+)
+from trusted_launch.compute.nonce_injection import PendingNonces, create_config_drive_with_nonce
+from trusted_launch.compute.ttp_client import TTPClient, check_ttp_url
+from trusted_launch.conf import compute as compute_conf
+from trusted_launch.conf import scheduler as scheduler_conf
+from trusted_launch.conf import tpm as tpm_conf
+from trusted_launch.tpm import BindKeyPool, TPMDevice, TPMError
+
+LOG = logging.getLogger(__name__)
+CONF = nova.conf.CONF
+for _module in (compute_conf, tpm_conf, scheduler_conf):
+    _module.register_opts(CONF)
+
+TOKEN_KEY = "trusted_token"  # noqa: S105 - a metadata key, not a secret
+TTP_KEY = "trusted_ttp"
+PROFILE_KEY = "trusted_sp"
+TRAIT_PREFIX = "CUSTOM_TRUSTED_SP_"
+
+
+class TrustedHostNotReady(Exception):
+    """This host cannot run trusted launches now (Nova reschedules the build)."""
+
+
+@dataclass(frozen=True)
+class TrustedLaunchRequest:
+    """What an instance's metadata asks for. ``repr`` hides the token."""
+
+    token: str = field(repr=False)
+    ttp_url: str
+    profile: str | None
+
+
+def trusted_launch_request(metadata: dict | None) -> TrustedLaunchRequest | None:
+    """The request in server metadata; None if it asks for no trusted launch.
+
+    ValueError if only some of the properties are present.
+    """
+    metadata = metadata or {}
+    token, ttp_url = metadata.get(TOKEN_KEY), metadata.get(TTP_KEY)
+    if token is None and ttp_url is None:
+        return None
+    if not token or not ttp_url:
+        raise ValueError(f"trusted launch needs both server properties {TOKEN_KEY} and "
+                         f"{TTP_KEY}; {TTP_KEY if token else TOKEN_KEY} is missing")
+    return TrustedLaunchRequest(token=token, ttp_url=ttp_url,
+                                profile=metadata.get(PROFILE_KEY))
+
+
+def profile_traits(host_profile: str | None, profiles: list[str]) -> set[str]:
+    """Traits for a host of ``host_profile``: its own and every weaker profile's."""
+    if not host_profile:
+        return set()
+    ordered = list(profiles)
+    names = ordered[:ordered.index(host_profile) + 1] if host_profile in ordered \
+        else [host_profile]
+    return {TRAIT_PREFIX + name.upper().replace("-", "_") for name in names}
+
+
+# Factories: how the host-side objects are built from nova.conf.
+def make_tpm_device(conf=CONF) -> TPMDevice:
+    """The host's TPM as configured by ``[trusted_launch] tcti`` and key handles."""
+    group = conf.trusted_launch
+    return TPMDevice(group.tcti, srk_handle=group.storage_root_key_handle,
+                     ak_handle=group.attestation_key_handle)
+
+
+def make_bind_key_pool(device: TPMDevice, conf=CONF) -> BindKeyPool:
+    """The bind-key pool as configured by ``[trusted_launch] bind_key_*``."""
+    group = conf.trusted_launch
+    return BindKeyPool(device, algorithm=group.bind_key_algorithm,
+                       pcr_selection=group.bind_key_pcrs, size=group.bind_key_pool_size,
+                       max_uses=group.bind_key_max_uses, lifetime_s=group.bind_key_lifetime)
+
+
+def read_ak_certificate(path: str) -> str:
+    """The PEM AK certificate written by ``trusted-launch host enroll``."""
+    text = pathlib.Path(path).read_text(encoding="ascii")
+    if "BEGIN CERTIFICATE" not in text:
+        raise ValueError(f"{path} holds no PEM certificate")
+    return text
+
+
+def make_event_log_reader(path: str):
+    """A callable returning the firmware event log's current bytes."""
+    return lambda: pathlib.Path(path).read_bytes()
+
+
+class PoolRefiller:
+    """Keeps the bind-key pool full from a daemon thread, off the launch path."""
+
+    def __init__(self, pool: BindKeyPool) -> None:
+        self.pool = pool
+        self._wanted = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bind-key-pool", daemon=True)
+        self._stopped = False
+
+    def start(self) -> None:
+        self._thread.start()
+        self.request()
+
+    def request(self) -> None:
+        """Ask the thread to top the pool up."""
+        self._wanted.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wanted.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._stopped:
+                return
+            try:
+                made = self.pool.fill()
+                LOG.debug("bind key pool refilled with %d key(s)", made)
+            except (TPMError, ValueError) as exc:
+                LOG.error("bind key pool refill failed: %s", exc)
+
+
+class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
+    """LibvirtDriver that runs the trusted launch protocol before a guest exists."""
+
+    def __init__(self, virtapi, read_only: bool = False) -> None:
+        super().__init__(virtapi, read_only)
+        self.trusted_host: TrustedLaunchHost | None = None
+        self.trusted_device: TPMDevice | None = None
+        self.pool_refiller: PoolRefiller | None = None
+        self.not_ready_reason = "init_host has not run"
+        self.base_image_digests = BaseImageDigests()
+        self._pending_nonces = PendingNonces()
+        self._launching: dict[str, TrustedLaunchRequest] = {}
+        self._ttp_clients: dict[str, TTPClient] = {}
+
+    # Host set-up -----------------------------------------------------------------
+    def init_host(self, host: str) -> None:
+        super().init_host(host)
+        try:
+            self._init_trusted_launch(host)
+        except (TPMError, OSError, ValueError) as exc:
+            self.not_ready_reason = f"{type(exc).__name__}: {exc}"
+            LOG.error("trusted launch disabled on this host until restart: %s",
+                      self.not_ready_reason)
+
+    def _init_trusted_launch(self, host: str) -> None:
+        group = CONF.trusted_launch
+        certificate = read_ak_certificate(group.ak_certificate_file)
+        device = make_tpm_device()
+        try:
+            device.ensure_attestation_key()
+            pool = make_bind_key_pool(device)
+        except BaseException:
+            device.close()
+            raise
+        self.trusted_device = device
+        self.pool_refiller = PoolRefiller(pool)
+        self.trusted_host = TrustedLaunchHost(
+            device=device, pool=pool,
+            identity=HostIdentity(group.host_name or host, certificate),
+            read_event_log=make_event_log_reader(group.event_log_path),
+            bind_key_pcrs=group.bind_key_pcrs)
+        self.pool_refiller.start()
+        LOG.info("trusted launch ready: TPM %s, host name %s, profile %s",
+                 device.tcti, group.host_name or host, group.host_security_profile)
+
+    def cleanup_host(self, host: str) -> None:
+        if self.pool_refiller is not None:
+            self.pool_refiller.stop()
+        if self.trusted_device is not None:
+            self.trusted_device.close()
+        self.trusted_host = None
+        super().cleanup_host(host)
+
+    # Placement traits --------------------------------------------------------------
+    def update_provider_tree(self, provider_tree, nodename, allocations=None) -> None:
+        super().update_provider_tree(provider_tree, nodename, allocations=allocations)
+        wanted = set()
+        if self.trusted_host is not None:
+            wanted = profile_traits(CONF.trusted_launch.host_security_profile,
+                                    CONF.trusted_launch.security_profiles)
+        current = provider_tree.data(nodename).traits
+        stale = {t for t in current if t.startswith(TRAIT_PREFIX)} - wanted
+        if stale:
+            provider_tree.remove_traits(nodename, *stale)
+        if wanted:
+            provider_tree.add_traits(nodename, *wanted)
+
+    # Spawn -------------------------------------------------------------------------
+    def spawn(self, context, instance, image_meta, injected_files, admin_password,
+              allocations, network_info=None, block_device_info=None, power_on=True,
+              accel_info=None):
+        try:
+            request = trusted_launch_request(instance.metadata)
+        except ValueError as exc:
+            raise exception.BuildAbortException(instance_uuid=instance.uuid,
+                                                reason=str(exc)) from None
+        if request is None:
+            return super().spawn(context, instance, image_meta, injected_files,
+                                 admin_password, allocations, network_info=network_info,
+                                 block_device_info=block_device_info, power_on=power_on,
+                                 accel_info=accel_info)
+        instance.config_drive = "True"
+        self._launching[instance.uuid] = request
+        try:
+            return super().spawn(context, instance, image_meta, injected_files,
+                                 admin_password, allocations, network_info=network_info,
+                                 block_device_info=block_device_info, power_on=power_on,
+                                 accel_info=accel_info)
+        finally:
+            self._launching.pop(instance.uuid, None)
+            self._pending_nonces.pop(instance.uuid)
+
+    def _create_image(self, context, instance, disk_mapping, injection_info=None,
+                      suffix="", disk_images=None, block_device_info=None,
+                      fallback_from_host=None, ignore_bdi_for_swap=False):
+        created = super()._create_image(
+            context, instance, disk_mapping, injection_info=injection_info, suffix=suffix,
+            disk_images=disk_images, block_device_info=block_device_info,
+            fallback_from_host=fallback_from_host, ignore_bdi_for_swap=ignore_bdi_for_swap)
+        request = self._launching.get(instance.uuid)
+        if request is not None and suffix == "":
+            if self._is_booted_from_volume(block_device_info):
+                raise exception.ImageUnacceptable(
+                    image_id=instance.image_ref or "(volume)",
+                    reason="trusted launch needs an image-backed root disk; the host "
+                           "cannot digest a volume")
+            image_id = (disk_images or {}).get("image_id") or instance.image_ref
+            self._run_trusted_launch(instance, request, image_id)
+        return created
+
+    def _create_configdrive(self, context, instance, injection_info, rescue=False):
+        nonce = None if rescue else self._pending_nonces.pop(instance.uuid)
+        if nonce is None:
+            if instance.uuid in self._launching and not rescue:
+                raise exception.BuildAbortException(
+                    instance_uuid=instance.uuid,
+                    reason="trusted launch: no released nonce for the config drive")
+            return super()._create_configdrive(context, instance, injection_info,
+                                               rescue=rescue)
+        create_config_drive_with_nonce(self, context, instance, injection_info, nonce)
+        return None
+
+    # The protocol ------------------------------------------------------------------
+    def _run_trusted_launch(self, instance, request: TrustedLaunchRequest,
+                            image_id: str) -> None:
+        """Steps 5-12 for ``instance``; N waits in memory for the config drive."""
+        if self.trusted_host is None:
+            raise TrustedHostNotReady(
+                f"trusted launch is not available on this host: {self.not_ready_reason}")
+        base = pathlib.Path(self.image_cache_manager.cache_dir,
+                            imagecache.get_cache_fname(image_id))
+        timer = StepTimer()
+        try:
+            secrets = self._release(instance, request, timer)
+            self._check_image(secrets.image_digest, base, image_id)
+        except ImageDigestMismatch as exc:
+            raise exception.ImageUnacceptable(image_id=image_id, reason=str(exc)) from None
+        except LaunchRefused as exc:
+            raise exception.BuildAbortException(instance_uuid=instance.uuid,
+                                                reason=str(exc)) from None
+        self._pending_nonces.put(instance.uuid, secrets.nonce)
+        LOG.info("trusted launch checks passed (%s)",
+                 ", ".join(f"{k} {v:.0f} ms" for k, v in timer.steps.items()),
+                 instance=instance)
+
+    def _release(self, instance, request: TrustedLaunchRequest, timer: StepTimer):
+        url = check_ttp_url(request.ttp_url, CONF.trusted_launch.allowed_ttp_urls)
+        try:
+            return self.trusted_host.release(self._ttp_client(url), token=request.token,
+                                             launch_id=instance.uuid, timer=timer)
+        except TPMError as exc:
+            raise TrustedHostNotReady(f"trusted launch: TPM failure: {exc}") from None
+        finally:
+            if self.pool_refiller is not None:
+                self.pool_refiller.request()
+
+    def _check_image(self, expected, base: pathlib.Path, image_id: str) -> None:
+        try:
+            actual = self.base_image_digests.digest(base, expected.algorithm)
+        except BaseImageMissing:
+            raise exception.ImageUnacceptable(
+                image_id=image_id,
+                reason="trusted launch needs the image cached on this host's disk "
+                       f"({base} is missing; RBD-backed images are not supported)") from None
+        except OSError as exc:
+            raise exception.ImageUnacceptable(
+                image_id=image_id, reason=f"cannot digest the cached image: {exc}") from None
+        check_image_digest(expected, actual.value)
+
+    def _ttp_client(self, url: str) -> TTPClient:
+        client = self._ttp_clients.get(url)
+        if client is None:
+            group = CONF.trusted_launch
+            client = TTPClient(url, ca_file=group.ttp_ca_file, timeout=group.ttp_timeout,
+                               connect_retries=group.ttp_connect_retries)
+            self._ttp_clients[url] = client
+        return client
+
+
+__all__ = ["TrustedHostNotReady", "TrustedLaunchRequest", "TrustedLibvirtDriver",
+           "make_bind_key_pool", "make_tpm_device", "profile_traits", "read_ak_certificate",
+           "trusted_launch_request"]
