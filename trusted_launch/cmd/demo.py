@@ -8,8 +8,6 @@ import os
 import pathlib
 import sys
 
-from trusted_launch.demo import evidence_stage
-from trusted_launch.demo.report import Recorder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,14 +22,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       default=pathlib.Path(os.environ.get("TRUSTED_LAUNCH_DEMO_DATA",
                                                           "tests/data")),
                       help="folder with eventlogs/ (default: tests/data of the source tree)")
+    demo.add_argument("--profiles-dir", type=pathlib.Path,
+                      default=pathlib.Path("examples/profiles"),
+                      help="security-profile documents low/medium/high.yaml for the TTP")
     demo.set_defaults(func=demo_command)
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    from trusted_launch.demo import evidence_stage, protocol_stage
+    from trusted_launch.demo.report import Recorder
+
     echo = None if args.json else print
     recorder = Recorder(echo=echo)
     evidence_stage.run(recorder, args.data_dir / "eventlogs")
-    _protocol_stage(recorder, args.data_dir)
+    protocol_stage.run(recorder, args.data_dir, args.profiles_dir)
     if args.json:
         json.dump({"scenarios": [r.to_json() for r in recorder.results],
                    "all_as_expected": recorder.all_as_expected}, sys.stdout, indent=2)
@@ -40,13 +44,3 @@ def demo_command(args: argparse.Namespace) -> int:
         good = sum(r.as_expected for r in recorder.results)
         print(f"\n{good} of {len(recorder.results)} scenarios ended as expected")
     return 0 if recorder.all_as_expected else 1
-
-
-def _protocol_stage(recorder: Recorder, data_dir: pathlib.Path) -> None:
-    try:
-        from trusted_launch.demo import protocol_stage
-    except ModuleNotFoundError as exc:
-        if exc.name != "trusted_launch.demo.protocol_stage":
-            raise
-        return
-    protocol_stage.run(recorder, data_dir)

@@ -187,14 +187,17 @@ class AttestationNotifier:
         self._dropping = False
         self._bus_down = False
         self._sender: threading.Thread | None = None
-        if not self.enabled:
-            return
-        self._queue: queue.Queue = queue.Queue(queue_size or options.notification_queue_size)
-        self._transport = oslo_messaging.get_notification_transport(
-            conf if conf is not None else cfg.ConfigOpts(), url=transport_url)
-        self._notifier = oslo_messaging.Notifier(
-            self._transport, publisher_id=PUBLISHER_PREFIX, driver=DRIVER,
-            topics=list(topics), retry=send_retries)
+        if self.enabled:
+            self._queue: queue.Queue = queue.Queue(
+                queue_size or options.notification_queue_size)
+            self._transport = oslo_messaging.get_notification_transport(
+                conf if conf is not None else cfg.ConfigOpts(), url=transport_url)
+            self._notifier = oslo_messaging.Notifier(
+                self._transport, publisher_id=PUBLISHER_PREFIX, driver=DRIVER,
+                topics=list(topics), retry=send_retries)
+            self._start_sender()
+
+    def _start_sender(self) -> None:
         self._log_filter = _SenderLogFilter()
         for name in _OSLO_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)

@@ -15,9 +15,10 @@ import secrets
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from trusted_launch.client import create_launch_token, verify_vm
+from trusted_launch.client.challenge import verify_vm
+from trusted_launch.client.launch_token import create_launch_token
 from trusted_launch.compute.enrollment import enroll_host
 from trusted_launch.compute.launch import (
     HostIdentity,
@@ -66,9 +67,15 @@ class Environment:
     hosts: dict[str, DemoHost]
     image: pathlib.Path
 
+    _clients: dict[str, TTPClient] = field(default_factory=dict)
+
     def client(self, url: str | None = None) -> TTPClient:
-        return TTPClient(url or self.ttp.url, ca_file=str(self.ttp.ca_file), timeout=10,
-                         connect_retries=0)
+        """One client (one keep-alive TLS session) per TTP URL, as a host keeps it."""
+        url = url or self.ttp.url
+        if url not in self._clients:
+            self._clients[url] = TTPClient(url, ca_file=str(self.ttp.ca_file), timeout=10,
+                                           connect_retries=0)
+        return self._clients[url]
 
 
 @contextlib.contextmanager
@@ -76,6 +83,7 @@ def _environment(tmp: pathlib.Path, data_dir: pathlib.Path,
                  profiles_dir: pathlib.Path) -> Iterator[Environment]:
     states = StateCache(tmp / "tpm-states")
     tls_ca = CertificateAuthority(tmp / "tls-ca")
+    states.state(0)  # manufacturing the first TPM also makes the EK CA
     with contextlib.ExitStack() as stack:
         ttp = stack.enter_context(start_ttp(tmp / "ttp", tls_ca=tls_ca,
                                             ek_ca_files=states.ca.ek_ca_certs))
@@ -99,7 +107,7 @@ def _host(name: str, states: StateCache, index: int, event_log: pathlib.Path,
         with TPMDevice(tpm.tcti) as device:
             client = TTPClient(ttp.url, ca_file=str(ttp.ca_file), connect_retries=0)
             ak_certificate = enroll_host(device, client, name)
-            pool = BindKeyPool(device, algorithm="ecc", pcr_selection=BIND_KEY_PCRS, size=4)
+            pool = BindKeyPool(device, algorithm="ecc", pcr_selection=BIND_KEY_PCRS, size=12)
             pool.fill()
             runner = TrustedLaunchHost(
                 device=device, pool=pool, identity=HostIdentity(name, ak_certificate),

@@ -5,8 +5,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Iterator
+
+# The TSS C libraries print their own error lines to stderr for failures this
+# module already turns into exceptions (an absent persistent handle, a policy
+# failure). Keep them quiet unless the operator asks for them.
+os.environ.setdefault("TSS2_LOG", "all+NONE")
 
 from tpm2_pytss import ESAPI, TSS2_Exception
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_CAP, TPM2_HC, TPM2_SE, TPM2_SU
