@@ -48,6 +48,11 @@ class SecurityProfileFilter(filters.BaseHostFilter):
     # current host must still satisfy it.
     RUN_ON_REBUILD = True
 
+    def __init__(self) -> None:
+        super().__init__()
+        # A bad profile list stops nova-scheduler at start-up, not per request.
+        self._levels()
+
     def filter_all(self, filter_obj_list: Iterable[Any], spec_obj: Any) -> list[Any]:
         """Hosts that satisfy the request, resolving the requirement once."""
         hosts = list(filter_obj_list)

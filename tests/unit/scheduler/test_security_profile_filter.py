@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.scheduler.helpers import aggregate, host, request_spec
+from trusted_launch.scheduler.levels import ProfileConfigError
 from trusted_launch.scheduler.security_profile_filter import SecurityProfileFilter
 
 LOW, MEDIUM, HIGH = (aggregate(i, trusted_sp=p) for i, p in enumerate(("low", "medium", "high")))
@@ -57,6 +58,12 @@ def test_aggregate_key_and_levels_come_from_config(trusted_conf) -> None:
     old_style = host("old", HIGH)
     spec = request_spec(hints={"trusted_sp": "gold"})
     assert names(SecurityProfileFilter().filter_all([gold, bronze, old_style], spec)) == ["g"]
+
+
+def test_bad_profile_list_stops_the_filter_at_start(trusted_conf) -> None:
+    trusted_conf(security_profiles=["low", "High"])
+    with pytest.raises(ProfileConfigError, match="'High'"):
+        SecurityProfileFilter()
 
 
 def test_unreadable_metadata_fails_closed(trusted_conf) -> None:

@@ -1,0 +1,407 @@
+"""TrustedLibvirtDriver in Nova's libvirt functional harness, through the compute API.
+
+Real parts: Nova 34 (API, conductor, scheduler with SecurityProfileFilter,
+two nova-compute services loading our driver through
+``nova.virt.driver.load_compute_driver`` and the ``nova.virt.trusted_launch``
+shim), one swtpm per compute host booted from a real firmware event log, the
+real TTP over HTTPS, real enrollment, real tokens, a real ISO 9660 config
+drive (genisoimage) and the real guest agent. Faked, as in Nova's own
+libvirt tests: libvirt itself (fakelibvirt), the image backend, Glance
+(GlanceFixture, here with real image bytes) and ``_create_image``, whose fake
+below caches the base image exactly where LibvirtDriver does
+(``<instances_path>/_base/<sha1(image id)>``) through Nova's own download
+path ``nova.virt.images.fetch`` (qemu-img is not installed here, so the
+format inspection and raw conversion of ``fetch_to_raw`` are skipped).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import pathlib
+import subprocess
+import threading
+import uuid
+from unittest import mock
+
+import fixtures
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from nova import context as nova_context
+from nova import objects
+from nova.compute import provider_tree
+from nova.db.api import api as api_db_api
+from nova.db.main import api as main_db_api
+from nova.tests.fixtures import libvirt_imagebackend
+from nova.tests.functional.libvirt import base as libvirt_base
+from nova.virt import images
+from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import imagecache
+from sqlalchemy import MetaData, select
+from sqlalchemy import exc as sqla_exc
+
+from tests.fixtures.swtpm import swtpm_state_cache  # noqa: F401
+from tests.fixtures.ttp import CertificateAuthority
+from tests.nova.base import API_PASTE_INI, FILTER_PATH, HOST_ATTR
+from tests.nova.trusted_env import NO_SECURE_BOOT_LOG, SECUREBOOT_LOG, TrustedEnvironment
+from trusted_launch.client.challenge import verify_vm
+from trusted_launch.client.errors import VMVerificationFailed
+from trusted_launch.compute.driver import TrustedLibvirtDriver
+from trusted_launch.compute.image_digest import sidecar_path
+from trusted_launch.compute.nonce_injection import NONCE_PATH
+from trusted_launch.guest import identity as guest_identity
+from trusted_launch.guest.agent import ChallengeServer
+
+pytestmark = [pytest.mark.swtpm]
+
+DRIVER = "trusted_launch.driver.TrustedLibvirtDriver"
+HOST_LOGS = {"host-a": SECUREBOOT_LOG, "host-b": NO_SECURE_BOOT_LOG}
+HOST_PROFILES = {"host-a": "high", "host-b": "low"}
+IMAGE_BYTES = b"trusted-launch functional test image\n" * 2048
+
+
+@pytest.fixture(scope="module")
+def trusted_env(tmp_path_factory, swtpm_state_cache):  # noqa: F811
+    """The TTP and two enrolled swtpm hosts, shared by every test of this module."""
+    ca = CertificateAuthority(tmp_path_factory.mktemp("nova-ttp-pki"))
+    env = TrustedEnvironment(tmp_path_factory.mktemp("trusted-env"), swtpm_state_cache, ca)
+    try:
+        env.start(HOST_LOGS)
+        yield env
+    finally:
+        env.stop()
+
+
+@pytest.fixture(scope="class")
+def _bind_trusted_env(request, trusted_env) -> None:
+    request.cls.env = trusted_env
+
+
+def _new_disk_does_not_exist(original):
+    """The fake image backend says every disk exists; real backends do not, for new disks."""
+    def mock_disk(self):
+        disk = original(self)
+        disk.exists.return_value = False
+        return disk
+    return mock_disk
+
+
+def needles(nonce: bytes) -> list[bytes]:
+    """Every encoding of N that must not appear anywhere."""
+    return [nonce, nonce.hex().encode(), nonce.hex().upper().encode(),
+            base64.b64encode(nonce).rstrip(b"="), base64.urlsafe_b64encode(nonce).rstrip(b"=")]
+
+
+def assert_absent(testcase, nonce: bytes, haystack: bytes, where: str) -> None:
+    for needle in needles(nonce):
+        testcase.assertNotIn(needle, haystack, f"the launch nonce appears in {where}")
+
+
+@pytest.mark.usefixtures("_bind_trusted_env")
+class TrustedComputeTestBase(libvirt_base.ServersTestBase):
+    """Two libvirt computes running TrustedLibvirtDriver, each with its own swtpm."""
+
+    ADMIN_API = True
+    microversion = "latest"
+    ADDITIONAL_FILTERS = ["SecurityProfileFilter"]
+    env: TrustedEnvironment
+
+    def setUp(self) -> None:
+        self.useFixture(fixtures.MockPatchObject(
+            libvirt_imagebackend.LibvirtImageBackendFixture, "_mock_disk",
+            _new_disk_does_not_exist(libvirt_imagebackend.LibvirtImageBackendFixture._mock_disk)))
+        super().setUp()
+        libvirt_driver.LibvirtDriver._create_image.side_effect = self._fake_create_image
+        self.flags(security_profiles=["low", "medium", "high"], group="trusted_launch")
+        self.image_id = self._create_raw_image(IMAGE_BYTES)
+        for host in HOST_LOGS:
+            self._start_trusted_compute(host)
+        self.aggregates = {}
+        for host, profile in HOST_PROFILES.items():
+            self.aggregates[profile] = self._create_aggregate(f"sp-{profile}")
+            self.admin_api.post_aggregate_action(
+                self.aggregates[profile],
+                {"set_metadata": {"metadata": {"trusted_sp": profile}}})
+            self.admin_api.add_host_to_aggregate(self.aggregates[profile], host)
+
+    def _setup_services(self) -> None:
+        import warnings
+        warnings.filterwarnings("ignore", message=r"The noload\(\) option is deprecated",
+                                category=sqla_exc.SADeprecationWarning)
+        self.flags(api_paste_config=str(API_PASTE_INI), group="wsgi")
+        self.flags(available_filters=[*libvirt_base.CONF.filter_scheduler.available_filters,
+                                      FILTER_PATH], group="filter_scheduler")
+        super()._setup_services()
+
+    def _setup_compute_service(self) -> None:
+        self.flags(compute_driver=DRIVER)
+
+    def _clear_attrs(self) -> None:
+        # Nova deletes instance attributes after each test; pytest's unittest
+        # runner still needs the bound test method afterwards.
+        name = self._testMethodName
+        saved = self.__dict__.get(name)
+        super()._clear_attrs()
+        if saved is not None:
+            self.__dict__[name] = saved
+
+    # Set-up helpers ----------------------------------------------------------------
+    def _start_trusted_compute(self, name: str) -> None:
+        host = self.env.hosts[name]
+        self.flags(tcti=host.tpm.tcti, event_log_path=str(host.event_log_file),
+                   ak_certificate_file=str(host.ak_cert_file),
+                   host_security_profile=HOST_PROFILES[name], bind_key_pool_size=1,
+                   allowed_ttp_urls=[self.env.ttp_url, self.env.closed_port_url],
+                   ttp_ca_file=str(self.env.ca.cert_file), ttp_connect_retries=0,
+                   ttp_timeout=10, group="trusted_launch")
+        self.start_compute(hostname=name)
+
+    def _create_raw_image(self, data: bytes) -> str:
+        image_id = str(uuid.uuid4())
+        self.glance.create(None, {
+            "id": image_id, "name": f"trusted-{image_id[:8]}", "status": "active",
+            "disk_format": "raw", "container_format": "bare", "size": len(data),
+            "min_ram": 0, "min_disk": 0, "is_public": True, "properties": {}},
+            data=io.BytesIO(data))
+        return image_id
+
+    def _fake_create_image(self, context, instance, disk_mapping, *args, **kwargs):
+        """Cache the base image where LibvirtDriver does, through Nova's download path."""
+        os.makedirs(self._instance_dir(instance.uuid), exist_ok=True)
+        base = self._base_path(instance.image_ref)
+        if not base.exists():
+            base.parent.mkdir(parents=True, exist_ok=True)
+            images.fetch(context, instance.image_ref, str(base))
+        return False, False
+
+    def _base_path(self, image_id: str) -> pathlib.Path:
+        return pathlib.Path(libvirt_base.CONF.instances_path,
+                            libvirt_base.CONF.image_cache.subdirectory_name,
+                            imagecache.get_cache_fname(image_id))
+
+    @staticmethod
+    def _instance_dir(instance_uuid: str) -> pathlib.Path:
+        return pathlib.Path(libvirt_base.CONF.instances_path, instance_uuid)
+
+    # Actions -----------------------------------------------------------------------
+    def _boot(self, *, token: str | None = None, profile: str = "high",
+              ttp_url: str | None = None, host: str | None = None,
+              image_id: str | None = None, expected_state: str = "ACTIVE") -> dict:
+        server = self._build_server(image_uuid=image_id or self.image_id, networks="none")
+        if token is not None:
+            server["metadata"] = {"trusted_sp": profile, "trusted_token": token,
+                                  "trusted_ttp": ttp_url or self.env.ttp_url}
+        if host is not None:
+            server["availability_zone"] = f"nova:{host}"
+        created = self.api.post_server({"server": server})
+        return self._wait_for_state_change(created, expected_state)
+
+    def _config_drive_file(self, server_id: str, path: str) -> bytes:
+        drive = self._instance_dir(server_id) / "disk.config"
+        result = subprocess.run(["isoinfo", "-i", str(drive), "-R", "-x", f"/{path}"],
+                                capture_output=True, check=True, timeout=30)
+        return result.stdout
+
+    def _mount_config_drive(self, server_id: str, mount: pathlib.Path) -> None:
+        """Extract the files the guest needs, as a mounted config drive shows them."""
+        for path in (NONCE_PATH, "openstack/latest/meta_data.json"):
+            target = mount / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self._config_drive_file(server_id, path))
+
+    def _database_dump(self) -> bytes:
+        """Every row of every table of the API database and every cell database."""
+        ctxt = nova_context.get_admin_context()
+        engines = [api_db_api.get_engine()]
+        for mapping in objects.CellMappingList.get_all(ctxt):
+            with nova_context.target_cell(ctxt, mapping) as cctxt:
+                engines.append(main_db_api.get_engine(context=cctxt))
+        chunks = []
+        for engine in engines:
+            metadata = MetaData()
+            metadata.reflect(engine)
+            with engine.connect() as connection:
+                for table in metadata.sorted_tables:
+                    for row in connection.execute(select(table)):
+                        chunks.extend(v if isinstance(v, bytes) else str(v).encode()
+                                      for v in row)
+        return b"\n".join(chunks)
+
+
+class TrustedLaunchTest(TrustedComputeTestBase):
+    """Launches through the compute API: success, refusals, the untouched plain path."""
+
+    def test_driver_is_loaded_by_novas_own_loader(self) -> None:
+        for host in HOST_LOGS:
+            driver = self.computes[host].driver
+            self.assertIs(TrustedLibvirtDriver, type(driver))
+            self.assertIsNotNone(driver.trusted_host, driver.not_ready_reason)
+
+    def test_trusted_launch_goes_active_with_nonce_only_on_config_drive(self) -> None:
+        token, nonce = self.env.make_token("high", IMAGE_BYTES)
+        server = self._boot(token=token)
+        self.assertEqual("host-a", server[HOST_ATTR])
+        self.assertEqual("True", server["config_drive"])
+        on_drive = self._config_drive_file(server["id"], NONCE_PATH)
+        self.assertEqual(nonce.hex().encode() + b"\n", on_drive)
+        dump = self._database_dump()
+        self.assertIn(server["id"].encode(), dump)  # the dump does see this instance
+        assert_absent(self, nonce, dump, "Nova's databases")
+        for domain in self.computes["host-a"].driver._host.get_connection().listAllDomains():
+            assert_absent(self, nonce, domain.XMLDesc(0).encode(), "the domain XML")
+        notifications = json.dumps([self.notifier.versioned_notifications,
+                                    [n.payload for n in self.notifier.notifications]],
+                                   default=str).encode()
+        assert_absent(self, nonce, notifications, "notifications")
+
+    def test_base_image_digest_is_computed_once_per_cached_image(self) -> None:
+        for _ in range(2):
+            token, _nonce = self.env.make_token("high", IMAGE_BYTES)
+            self._boot(token=token, host="host-a")
+        driver = self.computes["host-a"].driver
+        self.assertEqual(1, driver.base_image_digests.computed)
+        sidecar = sidecar_path(self._base_path(self.image_id), "sha256")
+        recorded = json.loads(sidecar.read_text())["digest"]
+        self.assertEqual(f"sha256:{hashlib.sha256(IMAGE_BYTES).hexdigest()}", recorded)
+
+    def test_host_failing_the_profile_goes_to_error_with_the_reason(self) -> None:
+        token, nonce = self.env.make_token("high", IMAGE_BYTES)
+        server = self._boot(token=token, host="host-b", expected_state="ERROR")
+        message = server["fault"]["message"]
+        self.assertIn("profile_policy", message)
+        self.assertIn("Secure Boot", message)
+        self.assertFalse((self._instance_dir(server["id"]) / "disk.config").exists())
+        assert_absent(self, nonce, json.dumps(server).encode(), "the server")
+
+    def test_image_changed_after_token_goes_to_error(self) -> None:
+        changed = self._create_raw_image(IMAGE_BYTES + b"tampered")
+        token, nonce = self.env.make_token("high", IMAGE_BYTES)
+        server = self._boot(token=token, image_id=changed, host="host-a",
+                            expected_state="ERROR")
+        message = server["fault"]["message"]
+        self.assertIn("image_digest_mismatch", message)
+        self.assertIn(hashlib.sha256(IMAGE_BYTES).hexdigest()[:16], message)
+        self.assertFalse((self._instance_dir(server["id"]) / "disk.config").exists())
+        assert_absent(self, nonce, json.dumps(server).encode(), "the server")
+
+    def test_ttp_down_goes_to_error_with_a_clear_fault(self) -> None:
+        token, _nonce = self.env.make_token("high", IMAGE_BYTES)
+        server = self._boot(token=token, ttp_url=self.env.closed_port_url,
+                            expected_state="ERROR")
+        message = server["fault"]["message"]
+        self.assertIn("ttp_unreachable", message)
+        self.assertIn(self.env.closed_port_url, message)
+
+    def test_ttp_not_on_allow_list_is_refused_before_any_connection(self) -> None:
+        token, _nonce = self.env.make_token("high", IMAGE_BYTES)
+        server = self._boot(token=token, ttp_url="https://ttp.invalid:9443",
+                            expected_state="ERROR")
+        self.assertIn("ttp_not_allowed", server["fault"]["message"])
+
+    def test_incomplete_trusted_properties_are_refused(self) -> None:
+        server = self._build_server(image_uuid=self.image_id, networks="none")
+        server["metadata"] = {"trusted_sp": "high", "trusted_ttp": self.env.ttp_url}
+        created = self.api.post_server({"server": server})
+        server = self._wait_for_state_change(created, "ERROR")
+        self.assertIn("trusted_token is missing", server["fault"]["message"])
+
+    def test_replayed_token_is_refused(self) -> None:
+        token, _nonce = self.env.make_token("high", IMAGE_BYTES)
+        self._boot(token=token)
+        server = self._boot(token=token, expected_state="ERROR")
+        self.assertIn("token_replayed", server["fault"]["message"])
+
+    def test_server_without_trusted_properties_boots_as_before(self) -> None:
+        server = self._boot(host="host-b")
+        self.assertEqual("host-b", server[HOST_ATTR])
+        self.assertEqual("", server["config_drive"])
+        self.assertFalse((self._instance_dir(server["id"]) / "disk.config").exists())
+        self.assertEqual(0, self.computes["host-b"].driver.base_image_digests.computed)
+
+    def test_guest_agent_with_config_drive_nonce_passes_the_challenge(self) -> None:
+        token, nonce = self.env.make_token("high", IMAGE_BYTES)
+        server = self._boot(token=token)
+        mount = pathlib.Path(self.useFixture(fixtures.TempDir()).path)
+        self._mount_config_drive(server["id"], mount)
+        key_file = mount / "ssh_host_ed25519_key.pub"
+        key_file.write_bytes(ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
+        identity = guest_identity.load_identity(
+            nonce_file=mount / "trusted_launch" / "nonce",
+            server_id=guest_identity.server_id_from_meta_data(
+                mount / "openstack" / "latest" / "meta_data.json"),
+            ssh_host_key=key_file)
+        agent = ChallengeServer(("127.0.0.1", 0), identity)
+        thread = threading.Thread(target=agent.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 5)
+        self.addCleanup(agent.server_close)
+        self.addCleanup(agent.shutdown)
+        address = f"127.0.0.1:{agent.server_address[1]}"
+        verified = verify_vm(address, server["id"], nonce)
+        self.assertEqual(identity.ssh_host_key_fingerprint, verified.ssh_host_key_fingerprint)
+        self.assertRaises(VMVerificationFailed, verify_vm, address, server["id"],
+                          bytes(32))
+
+
+class ProviderTraitsTest(TrustedComputeTestBase):
+    """CUSTOM_TRUSTED_SP_* traits: this host's profile and weaker ones, nothing stale."""
+
+    def _traits(self, host: str) -> set[str]:
+        return set(self._get_provider_traits(self.compute_rp_uuids[host]))
+
+    def test_hosts_report_their_profile_and_weaker_ones(self) -> None:
+        self.assertLessEqual({"CUSTOM_TRUSTED_SP_HIGH", "CUSTOM_TRUSTED_SP_MEDIUM",
+                              "CUSTOM_TRUSTED_SP_LOW"}, self._traits("host-a"))
+        host_b = {t for t in self._traits("host-b") if t.startswith("CUSTOM_TRUSTED_SP_")}
+        self.assertEqual({"CUSTOM_TRUSTED_SP_LOW"}, host_b)
+
+    def test_stale_profile_traits_are_removed_and_others_kept(self) -> None:
+        driver = self.computes["host-a"].driver
+        tree = provider_tree.ProviderTree()
+        tree.new_root("host-a", str(uuid.uuid4()))
+        tree.add_traits("host-a", "CUSTOM_TRUSTED_SP_ULTRA", "CUSTOM_OTHER_TEAM")
+        with mock.patch.object(libvirt_driver.LibvirtDriver, "update_provider_tree"):
+            driver.update_provider_tree(tree, "host-a")
+        traits = tree.data("host-a").traits
+        self.assertNotIn("CUSTOM_TRUSTED_SP_ULTRA", traits)
+        self.assertIn("CUSTOM_OTHER_TEAM", traits)
+        self.assertIn("CUSTOM_TRUSTED_SP_HIGH", traits)
+
+    def test_host_that_is_not_ready_reports_no_profile_trait(self) -> None:
+        driver = self.computes["host-a"].driver
+        tree = provider_tree.ProviderTree()
+        tree.new_root("host-a", str(uuid.uuid4()))
+        tree.add_traits("host-a", "CUSTOM_TRUSTED_SP_HIGH")
+        with mock.patch.object(driver, "trusted_host", None), \
+                mock.patch.object(libvirt_driver.LibvirtDriver, "update_provider_tree"):
+            driver.update_provider_tree(tree, "host-a")
+        self.assertNotIn("CUSTOM_TRUSTED_SP_HIGH", tree.data("host-a").traits)
+
+
+class NonceStaysOutOfLogsTest(TrustedComputeTestBase):
+    """Debug logs of every service (Nova's and ours) and the TTP's log never show N."""
+
+    def setUp(self) -> None:
+        patcher = mock.patch.dict(os.environ, {"OS_DEBUG": "1"})
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        super().setUp()
+
+    def test_logs_do_not_contain_the_nonce(self) -> None:
+        token, nonce = self.env.make_token("high", IMAGE_BYTES)
+        server = self._boot(token=token)
+        self.assertEqual(nonce.hex().encode() + b"\n",
+                         self._config_drive_file(server["id"], NONCE_PATH))
+        refused_token, refused_nonce = self.env.make_token("high", IMAGE_BYTES)
+        self._boot(token=refused_token, host="host-b", expected_state="ERROR")
+        logs = self.stdlog.logger.output.encode()
+        self.assertIn(b"trusted launch checks passed", logs)  # our debug/info lines are here
+        self.assertIn(server["id"].encode(), logs)
+        for secret in (nonce, refused_nonce):
+            assert_absent(self, secret, logs, "Nova's logs")
+            assert_absent(self, secret, self.env.ttp.log().encode(), "the TTP's log")
