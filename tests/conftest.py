@@ -7,6 +7,8 @@ import pathlib
 
 import pytest
 
+pytest_plugins = ["tests.fixtures.swtpm", "tests.fixtures.ttp"]
+
 DATA_DIR = pathlib.Path(__file__).parent / "data"
 EVENTLOG_DIR = DATA_DIR / "eventlogs"
 IMA_DIR = DATA_DIR / "ima"

@@ -16,6 +16,12 @@ format inspection and raw conversion of ``fetch_to_raw`` are skipped).
 
 from __future__ import annotations
 
+# Nova's functional package must be imported before anything imports eventlet
+# (it forbids eventlet when OS_NOVA_DISABLE_EVENTLET_PATCHING is set).
+import nova.tests.functional  # noqa: F401
+
+# isort: split
+
 import base64
 import hashlib
 import io

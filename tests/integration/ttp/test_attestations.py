@@ -130,3 +130,34 @@ def test_database_failure_answers_503_and_records_nothing(
         assert "attestation_id" not in response.json()
     finally:
         assert server.stop() == 0
+
+
+def test_mutual_tls_refuses_clients_of_another_ca_and_names_the_requester(
+        tmp_path, ttp_test_ca: CertificateAuthority,
+        other_test_ca: CertificateAuthority) -> None:
+    import requests
+
+    from tests.fixtures.ttp import write_ttp_config
+    cert, key = ttp_test_ca.issue("ttp-mtls")
+    config = write_ttp_config(
+        tmp_path, database_url=f"sqlite:///{tmp_path / 'ttp.sqlite'}", cert=cert, key=key,
+        admin_token="x", ek_ca_files=[ttp_test_ca.cert_file], workers=1,
+        client_ca_file=ttp_test_ca.cert_file)
+    server = TTPServer(tmp_path, config, ttp_test_ca.cert_file, "x")
+    assert server.manage("db", "sync").returncode == 0
+    good_client = ttp_test_ca.issue("compute-7", server=False)
+    server.session.cert = tuple(map(str, good_client))
+    server.start()
+    try:
+        stranger = other_test_ca.issue("stranger", server=False)
+        with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
+            requests.get(f"{server.url}/", verify=str(ttp_test_ca.cert_file),
+                         cert=tuple(map(str, stranger)), timeout=10)
+        with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
+            requests.get(f"{server.url}/", verify=str(ttp_test_ca.cert_file), timeout=10)
+        pem = ttp_test_ca.cert_file.read_text()
+        refused = server.request("POST", "/v1/attestations", json=_request("h", pem))
+        record = server.request("GET", f"/v1/attestations/{refused.json()['attestation_id']}")
+        assert record.json()["requester"] == "cn=compute-7"
+    finally:
+        assert server.stop() == 0

@@ -94,3 +94,21 @@ def test_unknown_profile_is_refused_and_recorded(ttp_server: TTPServer,
     assert response.status_code == 403, response.text
     assert response.json()["error"]["check"] == "profile_unknown"
     assert "released" not in response.json()
+
+
+def test_concurrent_redemptions_release_exactly_once(ttp_server: TTPServer,
+                                                     attested_host) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+    body, _, _ = _attestation(ttp_server, attested_host, PROFILE["name"])
+
+    def post(_: int) -> tuple[int, str | None]:
+        response = requests.post(f"{ttp_server.url}/v1/attestations", json=body,
+                                 verify=str(ttp_server.ca_file), timeout=60)
+        return response.status_code, response.json().get("error", {}).get("check")
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outcomes = list(pool.map(post, range(6)))
+    assert sorted(outcomes, key=str) == sorted(
+        [(200, None)] + [(403, "token_replayed")] * 5, key=str), outcomes
