@@ -106,3 +106,39 @@ def test_make_app_serves_in_process(config: pathlib.Path) -> None:
                               headers={"X-Auth-Token": "admin-secret"}).get_response(app)
     assert put.status_int == 201, put.body
     app.db.dispose()
+
+
+def test_db_sync_bootstraps_the_profile_directory(tmp_path: pathlib.Path,
+                                                  ttp_test_ca: CertificateAuthority) -> None:
+    cert, key = ttp_test_ca.issue("ttp-bootstrap")
+    config = write_ttp_config(tmp_path, database_url=f"sqlite:///{tmp_path / 'ttp.sqlite'}",
+                              cert=cert, key=key, admin_token="x",
+                              ek_ca_files=[ttp_test_ca.cert_file], profile_dir=EXAMPLES)
+    synced = _manage(config, "db", "sync")
+    assert synced.returncode == 0, synced.stderr
+    assert {"added profile low", "added profile medium", "added profile high"} <= set(
+        synced.stdout.splitlines())
+    listed = _manage(config, "profile", "list").stdout.split()
+    assert listed.index("low") < listed.index("medium") < listed.index("high")
+    assert "added profile" not in _manage(config, "db", "sync").stdout
+
+
+def test_activation_challenge_expires(tmp_path: pathlib.Path) -> None:
+    import hashlib
+
+    from trusted_launch.ttp.db.api import HostConflict, TTPDatabase
+    from trusted_launch.ttp.db.migration import db_sync
+    url = f"sqlite:///{tmp_path / 'ttp.sqlite'}"
+    db_sync(url)
+    db = TTPDatabase(url)
+    digest = hashlib.sha256(b"secret").hexdigest()
+    pending = dict(name="h1", ek_cert_fingerprint="ek-a", ek_public="e", ak_public="a",
+                   ak_name="00", credential_digest=digest, challenge_expires_at=100)
+    db.save_pending_host(**pending)
+    assert db.activate_host("h1", digest, now=101) is None  # too late
+    db.save_pending_host(**pending)
+    assert db.activate_host("h1", digest, now=100).state == "active"
+    with pytest.raises(HostConflict):
+        db.save_pending_host(**{**pending, "ek_cert_fingerprint": "ek-b"})
+    assert db.get_host("h1").credential_digest is None  # the secret digest is spent
+    db.dispose()
