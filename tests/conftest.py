@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+
+# Nova's functional harness runs with native threads; it must decide that before
+# anything imports eventlet (oslo.messaging and oslo.service do), so say it first.
+os.environ.setdefault("OS_NOVA_DISABLE_EVENTLET_PATCHING", "1")
 
 import pytest
 
