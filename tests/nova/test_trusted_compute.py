@@ -49,6 +49,8 @@ from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import imagecache
 from sqlalchemy import MetaData, select
 from sqlalchemy import exc as sqla_exc
+from urllib3 import connection as urllib3_connection
+from urllib3 import connectionpool
 
 from tests.fixtures.swtpm import swtpm_state_cache  # noqa: F401
 from tests.fixtures.ttp import CertificateAuthority
@@ -87,13 +89,11 @@ def _bind_trusted_env(request, trusted_env) -> None:
     request.cls.env = trusted_env
 
 
-def _new_disk_does_not_exist(original):
+def _new_disks_do_not_exist(original_init):
     """The fake image backend says every disk exists; real backends do not, for new disks."""
-    def mock_disk(self):
-        disk = original(self)
-        disk.exists.return_value = False
-        return disk
-    return mock_disk
+    def init(self, got_files=None, imported_files=None, exists=None):
+        original_init(self, got_files, imported_files, exists or (lambda disk_name: False))
+    return init
 
 
 def needles(nonce: bytes) -> list[bytes]:
@@ -117,10 +117,16 @@ class TrustedComputeTestBase(libvirt_base.ServersTestBase):
     env: TrustedEnvironment
 
     def setUp(self) -> None:
+        backend_fixture = libvirt_imagebackend.LibvirtImageBackendFixture
         self.useFixture(fixtures.MockPatchObject(
-            libvirt_imagebackend.LibvirtImageBackendFixture, "_mock_disk",
-            _new_disk_does_not_exist(libvirt_imagebackend.LibvirtImageBackendFixture._mock_disk)))
+            backend_fixture, "__init__", _new_disks_do_not_exist(backend_fixture.__init__)))
         super().setUp()
+        # wsgi-intercept (placement, API) replaces urllib3's HTTPS connection
+        # class, and its pass-through breaks on urllib3 2; every intercepted
+        # endpoint is plain http://, so real HTTPS to the TTP gets the real class.
+        self.useFixture(fixtures.MockPatchObject(connectionpool.HTTPSConnectionPool,
+                                                 "ConnectionCls",
+                                                 urllib3_connection.HTTPSConnection))
         libvirt_driver.LibvirtDriver._create_image.side_effect = self._fake_create_image
         self.flags(security_profiles=["low", "medium", "high"], group="trusted_launch")
         self.image_id = self._create_raw_image(IMAGE_BYTES)

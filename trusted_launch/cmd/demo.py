@@ -9,7 +9,6 @@ import pathlib
 import sys
 
 
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser(
         "demo", help="run the trusted launch demonstration",

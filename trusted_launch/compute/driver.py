@@ -196,6 +196,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         self.trusted_device: TPMDevice | None = None
         self.pool_refiller: PoolRefiller | None = None
         self.not_ready_reason = "init_host has not run"
+        self.host_security_profile: str | None = None
         self.base_image_digests = BaseImageDigests()
         self._pending_nonces = PendingNonces()
         self._launching: dict[str, TrustedLaunchRequest] = {}
@@ -228,6 +229,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             identity=HostIdentity(group.host_name or host, certificate),
             read_event_log=make_event_log_reader(group.event_log_path),
             bind_key_pcrs=group.bind_key_pcrs)
+        self.host_security_profile = group.host_security_profile
         self.pool_refiller.start()
         LOG.info("trusted launch ready: TPM %s, host name %s, profile %s",
                  device.tcti, group.host_name or host, group.host_security_profile)
@@ -245,7 +247,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         super().update_provider_tree(provider_tree, nodename, allocations=allocations)
         wanted = set()
         if self.trusted_host is not None:
-            wanted = profile_traits(CONF.trusted_launch.host_security_profile,
+            wanted = profile_traits(self.host_security_profile,
                                     CONF.trusted_launch.security_profiles)
         current = provider_tree.data(nodename).traits
         stale = {t for t in current if t.startswith(TRAIT_PREFIX)} - wanted

@@ -23,7 +23,7 @@ _U64LE = struct.Struct("<Q")
 class Reader:
     """Sequential reader over a bytes-like buffer."""
 
-    __slots__ = ("_buf", "_pos", "_end", "what")
+    __slots__ = ("_buf", "_end", "_pos", "what")
 
     def __init__(self, data: bytes | memoryview, what: str, *, start: int = 0,
                  end: int | None = None) -> None:

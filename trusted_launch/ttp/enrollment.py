@@ -21,11 +21,13 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from oslo_log import log as logging
 
 from trusted_launch.ttp.db.api import HostConflict, TTPDatabase
 from trusted_launch.ttp.errors import BadRequest, EnrollmentRefused, NotFound
 from trusted_launch.ttp.keystore import AttestationCA
 
+LOG = logging.getLogger(__name__)
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 MAX_CERT_CHAIN = 8
 # TPMA_OBJECT bits (TPM 2.0 Part 2, 8.3)
@@ -217,8 +219,12 @@ class Enrollment:
                 credential_digest=hashlib.sha256(secret).hexdigest(),
                 challenge_expires_at=int(time.time()) + self.challenge_ttl)
         except HostConflict as exc:
+            LOG.warning("enrollment of %s refused: EK %s differs from the enrolled EK",
+                        host, fingerprint[:16])
             raise EnrollmentRefused("host_identity_conflict",
                                     f"host {host!r} is enrolled with a different EK") from exc
+        LOG.info("enrollment of %s: challenge issued (EK %s, AK %s)", host, fingerprint[:16],
+                 ak.name.hex()[:20])
         return Challenge(host, blob.marshal(), encrypted.marshal())
 
     def activate(self, host: str, body: dict) -> str:
@@ -230,9 +236,11 @@ class Enrollment:
             raise NotFound("host", f"host {host!r} is not enrolled")
         row = self.db.activate_host(host, hashlib.sha256(secret).hexdigest(), int(time.time()))
         if row is None:
+            LOG.warning("activation of %s refused", host)
             raise EnrollmentRefused("activation_failed",
                                     "no live challenge for this host, or the secret is wrong "
                                     "(enroll again)")
         ak = parse_ak_public(base64.b64decode(row.ak_public))
         cert = self.ca.issue_ak_certificate(host, ak.public_key, self.certificate_days)
+        LOG.info("host %s activated; AK certificate serial %x issued", host, cert.serial_number)
         return cert.public_bytes(serialization.Encoding.PEM).decode()
