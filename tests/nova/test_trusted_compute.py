@@ -42,6 +42,7 @@ from nova import objects
 from nova.compute import provider_tree
 from nova.db.api import api as api_db_api
 from nova.db.main import api as main_db_api
+from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.fixtures import libvirt_imagebackend
 from nova.tests.functional.libvirt import base as libvirt_base
 from nova.virt import images
@@ -263,8 +264,12 @@ class TrustedLaunchTest(TrustedComputeTestBase):
         dump = self._database_dump()
         self.assertIn(server["id"].encode(), dump)  # the dump does see this instance
         assert_absent(self, nonce, dump, "Nova's databases")
-        for domain in self.computes["host-a"].driver._host.get_connection().listAllDomains():
-            assert_absent(self, nonce, domain.XMLDesc(0).encode(), "the domain XML")
+        domains = self.computes["host-a"].driver._host.get_connection().listAllDomains(
+            fakelibvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        self.assertEqual(1, len(domains))
+        xml = domains[0].XMLDesc(0).encode()
+        self.assertIn(b"disk.config", xml)
+        assert_absent(self, nonce, xml, "the domain XML")
         notifications = json.dumps([self.notifier.versioned_notifications,
                                     [n.payload for n in self.notifier.notifications]],
                                    default=str).encode()
@@ -296,7 +301,7 @@ class TrustedLaunchTest(TrustedComputeTestBase):
                             expected_state="ERROR")
         message = server["fault"]["message"]
         self.assertIn("image_digest_mismatch", message)
-        self.assertIn(hashlib.sha256(IMAGE_BYTES).hexdigest()[:16], message)
+        self.assertIn(hashlib.sha256(IMAGE_BYTES + b"tampered").hexdigest()[:16], message)
         self.assertFalse((self._instance_dir(server["id"]) / "disk.config").exists())
         assert_absent(self, nonce, json.dumps(server).encode(), "the server")
 

@@ -325,10 +325,11 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             secrets = self._release(instance, request, timer)
             self._check_image(secrets.image_digest, base, image_id)
         except ImageDigestMismatch as exc:
-            raise exception.ImageUnacceptable(image_id=image_id, reason=str(exc)) from None
+            raise exception.ImageUnacceptable(image_id=image_id,
+                                              reason=_fault_reason(exc)) from None
         except LaunchRefused as exc:
             raise exception.BuildAbortException(instance_uuid=instance.uuid,
-                                                reason=str(exc)) from None
+                                                reason=_fault_reason(exc)) from None
         self._pending_nonces.put(instance.uuid, secrets.nonce)
         LOG.info("trusted launch checks passed (%s)",
                  ", ".join(f"{k} {v:.0f} ms" for k, v in timer.steps.items()),
@@ -366,6 +367,11 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
                                connect_retries=group.ttp_connect_retries)
             self._ttp_clients[url] = client
         return client
+
+
+def _fault_reason(refusal: LaunchRefused) -> str:
+    """Short enough for Nova's 255-character fault message: the check, then why."""
+    return f"trusted launch {refusal.check}: {refusal.reason}"
 
 
 __all__ = ["TrustedHostNotReady", "TrustedLaunchRequest", "TrustedLibvirtDriver",

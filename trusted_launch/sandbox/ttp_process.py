@@ -118,9 +118,11 @@ class TTPServer:
 
 def write_ttp_config(directory: pathlib.Path, *, database_url: str, cert: pathlib.Path,
                      key: pathlib.Path, admin_token: str, ek_ca_files: list[pathlib.Path],
-                     workers: int = 2, extra: str = "") -> pathlib.Path:
+                     workers: int = 2, client_ca_file: pathlib.Path | None = None,
+                     profile_dir: pathlib.Path | None = None) -> pathlib.Path:
     """A complete TTP config file in ``directory`` (listening on an ephemeral port)."""
     config = directory / "ttp.conf"
+    client_ca = f"client_ca_file = {client_ca_file}" if client_ca_file else ""
     config.write_text(f"""[DEFAULT]
 debug = false
 [api]
@@ -129,6 +131,7 @@ bind_port = 0
 port_file = {directory / 'port'}
 cert_file = {cert}
 key_file = {key}
+{client_ca}
 workers = {workers}
 threads = 4
 max_request_body_size = 262144
@@ -142,7 +145,9 @@ attestation_ca_cert = {directory / 'ca' / 'ak-ca.pem'}
 attestation_ca_key = {directory / 'ca' / 'ak-ca.key'}
 [enrollment]
 ek_ca_files = {','.join(str(p) for p in ek_ca_files)}
-{extra}""")
+[attestation]
+{f"profile_dir = {profile_dir}" if profile_dir else ""}
+""")
     return config
 
 

@@ -6,17 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.swtpm import (  # noqa: F401 - pytest fixtures
-    booted_swtpm,
-    swtpm,
-    swtpm_factory,
-    swtpm_state_cache,
-)
 from trusted_launch.tpm.device import TPMDevice
 
 
 @pytest.fixture
-def device(swtpm) -> Iterator[TPMDevice]:  # noqa: F811
+def device(swtpm) -> Iterator[TPMDevice]:
     """A TPMDevice on a fresh swtpm, with its attestation key created."""
     with TPMDevice(swtpm.tcti) as tpm:
         tpm.ensure_attestation_key()
@@ -24,7 +18,7 @@ def device(swtpm) -> Iterator[TPMDevice]:  # noqa: F811
 
 
 @pytest.fixture
-def booted_device(booted_swtpm) -> Iterator[TPMDevice]:  # noqa: F811
+def booted_device(booted_swtpm) -> Iterator[TPMDevice]:
     """A TPMDevice whose PCRs equal the replay of a real Secure Boot event log."""
     with TPMDevice(booted_swtpm.tcti) as tpm:
         tpm.ensure_attestation_key()

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from tests.conftest import EVENTLOG_DIR
-from tests.fixtures.swtpm import SECUREBOOT_LOG, SwtpmProcess, swtpm_state_cache  # noqa: F401
+from tests.fixtures.swtpm import SECUREBOOT_LOG, SwtpmProcess
 from trusted_launch.crypto.binding import certify_qualifying_data
 from trusted_launch.crypto.sealing import open_from_bind_key, release_aad
 from trusted_launch.crypto.token import (
@@ -50,7 +50,7 @@ class Host:
 
 
 @pytest.fixture(scope="module")
-def host(swtpm_state_cache):  # noqa: F811 - fixture imported above
+def host(swtpm_state_cache):
     from trusted_launch.tpm.bindkeys import create_bind_key
     from trusted_launch.tpm.device import TPMDevice
 
