@@ -1,8 +1,10 @@
 """Run every benchmark and write one report (``tox -e bench``).
 
 Each ``bench/bench_*.py`` module has ``run() -> dict``; this script runs them
-in one process on the same machine, prints each figure beside its baseline,
-and writes the merged figures to ``bench/report.json``.
+in one process on the same machine, then prints one report in which every
+figure stands beside a baseline measured in the same run (and their ratio),
+writes the merged figures to ``bench/report.json`` and draws
+``bench/launch_breakdown.png``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import pathlib
 import sys
 import time
@@ -18,10 +21,57 @@ import traceback
 HERE = pathlib.Path(__file__).resolve().parent
 MODULES = ("bench_eventlog", "bench_ima", "bench_tpm2", "bench_digest", "bench_filter",
            "bench_tpm", "bench_protocol", "bench_ttp")
+REQUIRED = ("launch_added_ms_p50", "launch_added_ms_p95", "plain_launch_ms_p50",
+            "tpm_commands_per_launch", "ttp_verify_per_s_core", "ttp_https_per_s",
+            "ttp_https_p95_ms", "filter_ns_per_host", "aggregate_extra_specs_ns_per_host",
+            "digest_mb_s", "coreutils_digest_mb_s", "eventlog_speedup_vs_tpm2_eventlog",
+            "ima_100k_s", "ima_incremental_100_ms", "concurrent_20_ok", "concurrent_20_s",
+            "sequential_20_s")
+# The module whose figure wins when two report the same key.
+OWNER = {"tpm_commands_per_launch": "bench_protocol"}
+# figure -> (baseline figure or callable(report) -> number, what the baseline is, target)
+COMPARISONS = (
+    ("launch_added_ms_p50",
+     lambda r: _sum(r, "baseline_tpm_only_ms_p50", "baseline_https_round_trip_ms_p50"),
+     "TPM Certify+decrypt alone + one HTTPS round trip (p50)", None),
+    ("launch_added_ms_p95",
+     lambda r: _sum(r, "baseline_tpm_only_ms_p95", "baseline_https_round_trip_ms_p95"),
+     "same, p95", None),
+    ("tpm_commands_per_launch", "tpm_only_fallback_commands",
+     "commands without a pre-loaded key (the old path)", "<= 4"),
+    ("baseline_tpm_only_ms_p50", "tpm_only_fallback_ms_p50",
+     "TPM path without a pre-loaded key (swtpm)", None),
+    ("concurrent_20_s", "sequential_20_s", "the same 20 launches one after another", None),
+    ("ttp_verify_per_s_core", "baseline_eventlog_parse_replay_per_s",
+     "event log parse + replay alone (the floor)", ">= 1000"),
+    ("ttp_https_per_s", "baseline_https_keys_per_s",
+     "GET /v1/keys under the same load", ">= 400"),
+    ("ttp_https_p95_ms", "baseline_https_keys_p95_ms", "GET /v1/keys p95, same load", None),
+    ("filter_ns_per_host", "aggregate_extra_specs_ns_per_host",
+     "Nova's AggregateInstanceExtraSpecsFilter", None),
+    ("digest_mb_s", "coreutils_digest_mb_s", "sha512sum (coreutils), same file", ">= 0.9x"),
+    ("eventlog_speedup_vs_tpm2_eventlog", lambda r: 1.0,
+     "tpm2_eventlog (tpm2-tools) = 1.0", None),
+    ("ima_100k_s", "ima_hash_floor_100k_s", "hashing the same entries alone (the floor)",
+     None),
+    ("ima_incremental_100_ms", lambda r: _scale(r.get("ima_100k_s"), 1000.0),
+     "re-reading a 100k-entry list in full (ms)", None),
+    ("tpm_certify_ms", "baseline_tpm_get_random_ms", "TPM2_GetRandom round trip", None),
+    ("tpm_ecdh_zgen_prestarted_ms", "baseline_software_ecdh_ms", "ECDH in software", None),
+)
+
+
+def _sum(report: dict, *names: str) -> float | None:
+    values = [report.get(name) for name in names]
+    return None if any(v is None for v in values) else sum(values)
+
+
+def _scale(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
 
 
 def run_all(selected: list[str]) -> dict:
-    report: dict = {"notes": {}}
+    report: dict = {"notes": {}, "modules": {}}
     for name in selected:
         try:
             module = importlib.import_module(f"bench.{name}")
@@ -33,28 +83,97 @@ def run_all(selected: list[str]) -> dict:
         started = time.perf_counter()
         try:
             figures = module.run()
-        except Exception as exc:  # noqa: BLE001 - a failed benchmark is reported, not fatal
+        except Exception as exc:  # a failed benchmark is reported, not fatal
             traceback.print_exc()
             report["notes"][name] = f"failed: {type(exc).__name__}: {exc}"
             continue
         notes = figures.pop("notes", None)
         if notes:
             report["notes"][name] = notes
-        report.update(figures)
+        report["modules"][name] = figures
+        _merge(report, name, figures)
         print(f"   ({time.perf_counter() - started:.1f} s)", flush=True)
+    _require(report)
     return report
+
+
+def _merge(report: dict, module: str, figures: dict) -> None:
+    """Top-level figures; on a name clash the OWNER module (else the first) wins."""
+    for key, value in figures.items():
+        if key in report and key not in ("notes", "modules"):
+            if OWNER.get(key) != module:
+                continue
+        report[key] = value
+
+
+def _require(report: dict) -> None:
+    for key in REQUIRED:
+        if key not in report:
+            report[key] = None
+            report["notes"].setdefault(key, "not measured: its benchmark module is missing "
+                                            "or failed (see the other notes)")
+    if report.get("plain_launch_ms_p50") is None:
+        report["notes"].setdefault(
+            "plain_launch_ms_p50",
+            "null: no plain-vs-trusted Nova launch measured here; launch_added_ms_* is the "
+            "host-side protocol time per launch (release(), see bench_protocol)")
+
+
+def sizing(report: dict) -> str | None:
+    """TTP workers (one core each) per 1,000 launches/minute, from the measured CPU cost."""
+    cpu_ms = report.get("ttp_server_cpu_ms_per_attestation")
+    if not cpu_ms:
+        return None
+    per_worker_s = 1000.0 / cpu_ms
+    busy = 1000 / 60 * cpu_ms / 1000
+    return (f"one TTP worker (one core) serves ~{per_worker_s:.0f} attestations/s at 100% CPU "
+            f"({cpu_ms:.1f} ms CPU each, PostgreSQL on the same host); 1,000 launches/min = "
+            f"16.7/s = {busy:.2f} busy cores, so plan {max(1, math.ceil(busy / 0.5))} worker(s) "
+            "per 1,000 launches/min at <= 50% utilisation (plus 1 spare for failover); bursts "
+            "queue behind ttp_https_p95_ms")
+
+
+def text_report(report: dict) -> str:
+    lines = ["", "== report: figure | value | baseline (same run) | ratio | target"]
+    for figure, baseline, what, target in COMPARISONS:
+        value = report.get(figure)
+        base = baseline(report) if callable(baseline) else report.get(baseline)
+        ratio = (f"{value / base:.2f}x" if isinstance(value, (int, float)) and base
+                 and not isinstance(value, bool) else "-")
+        lines.append(f"{figure:36s} {_fmt(value):>12s} | {_fmt(base):>10s} {what} | {ratio}"
+                     + (f" | target {target}" if target else ""))
+    for key in ("plain_launch_ms_p50", "concurrent_20_ok", "discrete_tpm_estimate_ms"):
+        lines.append(f"{key:36s} {_fmt(report.get(key))}")
+    rule = sizing(report)
+    if rule:
+        lines.append(f"sizing: {rule}")
+    return "\n".join(lines)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
+    return "null" if value is None else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("only", nargs="*", help="benchmark modules to run (default: all)")
     parser.add_argument("--output", default=str(HERE / "report.json"))
+    parser.add_argument("--chart", default=str(HERE / "launch_breakdown.png"))
     args = parser.parse_args(argv)
     selected = [m if m.startswith("bench_") else f"bench_{m}" for m in args.only] or list(MODULES)
     sys.path.insert(0, str(HERE.parent))
     report = run_all(selected)
+    rule = sizing(report)
+    if rule:
+        report["ttp_sizing_rule"] = rule
+    print(text_report(report))
+    from bench.report_chart import draw
+
+    chart = draw(report, pathlib.Path(args.chart))
     pathlib.Path(args.output).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    print(f"report written to {args.output}")
+    print(f"report written to {args.output}" + (f", chart to {chart}" if chart else ""))
     return 0
 
 

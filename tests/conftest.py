@@ -9,6 +9,9 @@ import pathlib
 # Nova's functional harness runs with native threads; it must decide that before
 # anything imports eventlet (oslo.messaging and oslo.service do), so say it first.
 os.environ.setdefault("OS_NOVA_DISABLE_EVENTLET_PATCHING", "1")
+from nova import monkey_patch
+
+monkey_patch.patch()
 
 import pytest
 

@@ -59,9 +59,13 @@ from tests.nova.base import API_PASTE_INI, FILTER_PATH, HOST_ATTR
 from tests.nova.trusted_env import NO_SECURE_BOOT_LOG, SECUREBOOT_LOG, TrustedEnvironment
 from trusted_launch.client.challenge import verify_vm
 from trusted_launch.client.errors import VMVerificationFailed
-from trusted_launch.compute.driver import TrustedLibvirtDriver
-from trusted_launch.compute.image_digest import sidecar_path
-from trusted_launch.compute.nonce_injection import NONCE_PATH
+from trusted_launch.compute.driver import (
+    TrustedLibvirtDriver,
+    profile_traits,
+    trusted_launch_request,
+)
+from trusted_launch.compute.image_digest import BaseImageDigests, BaseImageMissing, sidecar_path
+from trusted_launch.compute.nonce_injection import NONCE_PATH, PendingNonces
 from trusted_launch.guest import identity as guest_identity
 from trusted_launch.guest.agent import ChallengeServer
 
@@ -347,11 +351,14 @@ class TrustedLaunchTest(TrustedComputeTestBase):
         key_file = mount / "ssh_host_ed25519_key.pub"
         key_file.write_bytes(ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
+        with mock.patch.object(guest_identity, "CONFIG_DRIVE_MOUNTS", (str(mount),)):
+            nonce_file = guest_identity.default_nonce_file()  # where the agent looks
+            meta_data = guest_identity.default_meta_data()
+        self.assertEqual(mount / "trusted_launch" / "nonce", nonce_file)
         identity = guest_identity.load_identity(
-            nonce_file=mount / "trusted_launch" / "nonce",
-            server_id=guest_identity.server_id_from_meta_data(
-                mount / "openstack" / "latest" / "meta_data.json"),
+            nonce_file=nonce_file, server_id=guest_identity.server_id_from_meta_data(meta_data),
             ssh_host_key=key_file)
+        self.assertEqual(server["id"], identity.server_id)
         agent = ChallengeServer(("127.0.0.1", 0), identity)
         thread = threading.Thread(target=agent.serve_forever, daemon=True)
         thread.start()
@@ -422,3 +429,107 @@ class NonceStaysOutOfLogsTest(TrustedComputeTestBase):
         for secret in (nonce, refused_nonce):
             assert_absent(self, secret, logs, "Nova's logs")
             assert_absent(self, secret, self.env.ttp.log().encode(), "the TTP's log")
+
+
+class HostNotReadyTest(TrustedComputeTestBase):
+    """A host whose TPM or AK certificate was unusable at start refuses trusted launches."""
+
+    def test_unready_host_refuses_with_the_reason(self) -> None:
+        driver = self.computes["host-a"].driver
+        saved = driver.trusted_host, driver.not_ready_reason
+        driver.trusted_host, driver.not_ready_reason = None, "TPMUnavailable: swtpm gone"
+        self.addCleanup(setattr, driver, "trusted_host", saved[0])
+        self.addCleanup(setattr, driver, "not_ready_reason", saved[1])
+        token, _nonce = self.env.make_token("high", IMAGE_BYTES)
+        server = self._boot(token=token, host="host-a", expected_state="ERROR")
+        self.assertIn("not available on this host: TPMUnavailable: swtpm gone",
+                      server["fault"]["message"])
+
+    def test_missing_ak_certificate_leaves_host_not_ready_but_plain_boots_work(self) -> None:
+        self.flags(ak_certificate_file=str(self.env.directory / "absent.pem"),
+                   group="trusted_launch")
+        self.start_compute(hostname="host-c")
+        driver = self.computes["host-c"].driver
+        self.assertIsNone(driver.trusted_host)
+        self.assertIn("absent.pem", driver.not_ready_reason)
+        server = self._boot(host="host-c")
+        self.assertEqual("host-c", server[HOST_ATTR])
+
+
+# Building blocks of the driver, without Nova's harness --------------------------------
+def test_base_image_digest_is_remembered_until_the_file_changes(tmp_path) -> None:
+    base = tmp_path / "0123abcd"
+    base.write_bytes(b"first image")
+    digests = BaseImageDigests()
+    first = digests.digest(base, "sha512")
+    assert first.value == hashlib.sha512(b"first image").digest()
+    assert digests.digest(base, "sha512") == first and digests.computed == 1
+    assert BaseImageDigests().digest(base, "sha512") == first  # from the sidecar
+    base.write_bytes(b"other image")
+    assert digests.digest(base, "sha512").value == hashlib.sha512(b"other image").digest()
+    assert digests.computed == 2
+
+
+def test_forged_sidecar_for_another_file_state_is_ignored(tmp_path) -> None:
+    base = tmp_path / "0123abcd"
+    base.write_bytes(b"image")
+    sidecar = sidecar_path(base, "sha256")
+    sidecar.write_text(json.dumps({"file": {"device": 0, "inode": 0, "size": 5,
+                                            "mtime_ns": 0, "ctime_ns": 0},
+                                   "digest": "sha256:" + "00" * 32}))
+    digests = BaseImageDigests()
+    assert digests.digest(base, "sha256").value == hashlib.sha256(b"image").digest()
+    sidecar.write_text("not json")
+    assert BaseImageDigests().digest(base, "sha256").value == hashlib.sha256(b"image").digest()
+
+
+def test_missing_base_image_is_a_specific_error(tmp_path) -> None:
+    with pytest.raises(BaseImageMissing, match="no cached base image"):
+        BaseImageDigests().digest(tmp_path / "absent", "sha256")
+
+
+def test_trusted_launch_request_needs_token_and_ttp() -> None:
+    assert trusted_launch_request({"trusted_sp": "high"}) is None
+    request = trusted_launch_request({"trusted_token": "tok3n", "trusted_ttp": "https://t"})
+    assert request.ttp_url == "https://t" and "tok3n" not in repr(request)
+    with pytest.raises(ValueError, match="trusted_ttp is missing"):
+        trusted_launch_request({"trusted_token": "T"})
+
+
+def test_profile_traits_cover_weaker_profiles() -> None:
+    profiles = ["low", "medium", "high"]
+    assert profile_traits("medium", profiles) == {"CUSTOM_TRUSTED_SP_LOW",
+                                                  "CUSTOM_TRUSTED_SP_MEDIUM"}
+    assert profile_traits("pci-dss", profiles) == {"CUSTOM_TRUSTED_SP_PCI_DSS"}
+    assert profile_traits(None, profiles) == set()
+
+
+def test_pending_nonces_hide_their_content() -> None:
+    pending = PendingNonces()
+    nonce = bytes(range(32))
+    pending.put("u", nonce)
+    assert nonce.hex() not in repr(pending) and "u" in pending
+    assert pending.pop("u") == nonce and pending.pop("u") is None
+    with pytest.raises(ValueError):
+        pending.put("u", b"short")
+
+
+def test_shim_is_installed_in_novas_package_and_loadable() -> None:
+    import nova.virt
+    from nova.virt import driver as virt_driver
+
+    shim = pathlib.Path(nova.virt.__path__[0]) / "trusted_launch" / "driver.py"
+    assert shim.exists(), "run tools/setup.sh (or pip install .) to install the Nova shim"
+    with mock.patch.object(TrustedLibvirtDriver, "__init__", return_value=None) as init:
+        loaded = virt_driver.load_compute_driver(mock.sentinel.virtapi, DRIVER)
+    assert isinstance(loaded, TrustedLibvirtDriver)
+    init.assert_called_once_with(mock.sentinel.virtapi)
+
+
+def test_enroll_command_refuses_plain_http(capsys) -> None:
+    from trusted_launch.cmd import cli
+
+    status = cli.main(["host", "enroll", "--ttp", "http://ttp.example", "--host", "h",
+                       "--ak-cert-out", "/nonexistent/ak.pem"])
+    assert status == 1
+    assert "not an https:// URL" in capsys.readouterr().err

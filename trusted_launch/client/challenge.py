@@ -67,11 +67,11 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _ask(address: str, body: dict, timeout: float) -> dict:
+def _ask(address: str, body: dict, timeout: float, path: str = "/v1/challenge") -> dict:
     host, port = split_address(address)
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        connection.request("POST", "/v1/challenge", body=json.dumps(body).encode(),
+        connection.request("POST", path, body=json.dumps(body).encode(),
                            headers={"Content-Type": "application/json"})
         response = connection.getresponse()
         payload = response.read(MAX_ANSWER_BYTES + 1)

@@ -15,3 +15,7 @@ class NonceStoreError(ClientError):
 
 class VMVerificationFailed(ClientError):
     """The VM did not prove that it knows the launch nonce, or answered wrongly."""
+
+
+class ReceiptUnavailable(ClientError):
+    """The TTP's receipts could not be fetched, or one of them does not verify."""

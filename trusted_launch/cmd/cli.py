@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-_COMMAND_MODULES = ("eventlog", "ima", "quote", "token", "verify", "demo", "host")
+_COMMAND_MODULES = ("eventlog", "ima", "quote", "token", "verify", "receipt", "demo", "host")
 
 
 class CommandError(Exception):

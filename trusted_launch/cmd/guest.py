@@ -16,6 +16,18 @@ from trusted_launch.guest.identity import (
     default_nonce_file,
     load_identity,
     server_id_from_meta_data,
+    ttp_url_from_meta_data,
+)
+from trusted_launch.guest.mutual import MutualAuthenticator
+from trusted_launch.guest.receipt_status import (
+    RECEIPT_FILE,
+    RECEIPT_KEY_FILE,
+    ReceiptStatus,
+    config_drive_file,
+    format_time,
+    load_receipt_status,
+    motd_text,
+    write_motd,
 )
 
 DEFAULT_LISTEN = "0.0.0.0:8950"
@@ -36,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT to serve on")
     parser.add_argument("--status", action="store_true",
                         help="print the agent's status (no secret) and exit")
+    parser.add_argument("--receipt-file", help=f"the TTP's launch receipt (default: "
+                        f"trusted_launch/{RECEIPT_FILE} on the config drive)")
+    parser.add_argument("--receipt-key", help="TTP receipt public key (PEM) pinned in the "
+                        f"image (default: trusted_launch/{RECEIPT_KEY_FILE} on the config "
+                        "drive, which the host supplies)")
+    parser.add_argument("--motd", metavar="PATH",
+                        help="write a one-line trust status message to PATH (e.g. /etc/motd)")
+    parser.add_argument("--authorized-keys", metavar="PATH",
+                        help="authorized_keys file that mutually authenticated tenants may "
+                        "add SSH keys to (default: disabled)")
     return parser
 
 
@@ -52,13 +74,41 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104
 
 
-def status_text(identity: GuestIdentity) -> str:
-    document = status_document(identity)
-    return ("trusted launch: this VM holds its launch nonce; verify it with\n"
-            f"  trusted-launch verify --server-id {document['server_id']} "
-            "--address <this VM>:<port> --nonce-file <your nonce file>\n"
-            f"SSH host key: {document['ssh_host_key_fingerprint']}\n"
-            f"{json.dumps(document)}")
+def receipt_status_from_args(args: argparse.Namespace, identity: GuestIdentity
+                             ) -> ReceiptStatus:
+    receipt = args.receipt_file or config_drive_file(RECEIPT_FILE)
+    if args.receipt_key:
+        return load_receipt_status(receipt, args.receipt_key, identity.nonce,
+                                   key_source="pinned")
+    return load_receipt_status(receipt, config_drive_file(RECEIPT_KEY_FILE), identity.nonce)
+
+
+def ttp_url_from_args(args: argparse.Namespace) -> str | None:
+    if args.server_id and not args.meta_data:
+        return None
+    return ttp_url_from_meta_data(args.meta_data or default_meta_data())
+
+
+def _receipt_lines(receipt: ReceiptStatus) -> list[str]:
+    if receipt.receipt is None:
+        return [f"launch receipt: {'absent' if not receipt.present else receipt.problem}"]
+    r = receipt.receipt
+    return [f"launch receipt: {r.verdict} for profile {r.requested_profile} (host meets "
+            f"{r.satisfied_profile}) on host {r.host} at {format_time(r.issued_at)}",
+            f"receipt signature: {receipt.signature}"
+            + (f" (key from {receipt.key_source})" if receipt.key_source else "")
+            + f"; bound to this VM's nonce: {'yes' if receipt.bound_to_nonce else 'NO'}"]
+
+
+def status_text(identity: GuestIdentity, receipt: ReceiptStatus | None = None) -> str:
+    receipt = receipt or ReceiptStatus(present=False)
+    document = status_document(identity, receipt)
+    return "\n".join([
+        "trusted launch: this VM holds its launch nonce; verify it with",
+        f"  trusted-launch verify --server-id {document['server_id']} "
+        "--address <this VM>:<port> --nonce-file <your nonce file>",
+        f"SSH host key: {document['ssh_host_key_fingerprint']}",
+        *_receipt_lines(receipt), json.dumps(document)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,10 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         identity = identity_from_args(args)
+        receipt = receipt_status_from_args(args, identity)
+        if args.motd:
+            write_motd(args.motd, motd_text(receipt, ttp_url_from_args(args)))
         if args.status:
-            print(status_text(identity))
+            print(status_text(identity, receipt))
             return 0
-        server = ChallengeServer(parse_listen(args.listen), identity)
+        mutual = MutualAuthenticator(identity, authorized_keys=args.authorized_keys)
+        server = ChallengeServer(parse_listen(args.listen), identity, mutual=mutual,
+                                 receipt_status=receipt)
     except (GuestSetupError, ValueError, OSError) as exc:
         print(f"trusted-launch-guest: error: {exc}", file=sys.stderr)
         return 1

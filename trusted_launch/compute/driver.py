@@ -170,9 +170,12 @@ class PoolRefiller:
         """Ask the thread to top the pool up."""
         self._wanted.set()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread once its current fill (if any) ends, waiting up to ``timeout``."""
         self._stopped = True
         self._wanted.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:

@@ -74,7 +74,11 @@ class TrustedLaunchHost:
         timer = timer or StepTimer()
         bind_key, body = self.evidence(token=token, launch_id=launch_id, timer=timer)
         started = time.perf_counter()
-        answer = ttp.attest(body)
+        try:
+            answer = ttp.attest(body)
+        except BaseException:
+            self._release_key(bind_key)
+            raise
         timer.record("ttp", started)
         LOG.info("TTP %s accepted this host for %s (attestation %s)",
                  ttp.base_url, launch_id, answer.get("attestation_id"))
@@ -111,8 +115,17 @@ class TrustedLaunchHost:
             raise ReleaseUnusable(f"released secrets do not open: {exc}") from None
         except TPMError as exc:
             raise ReleaseUnusable(str(exc)) from None
+        finally:
+            self._release_key(key)
         timer.record("decrypt", started)
         return secrets
+
+    def _release_key(self, bind_key) -> None:
+        """Unload the launch's bind key if it is still resident (no TPM command otherwise)."""
+        try:
+            bindkeys.release(self._device, bind_key)
+        except TPMError as exc:
+            LOG.warning("could not flush the launch's bind key: %s", exc)
 
     def _attestation_body(self, token: str, launch_id: str, public: bytes, attest: bytes,
                           signature: bytes) -> dict:

@@ -4,7 +4,9 @@ Request ``{"challenge": base64url (16-64 bytes), "server_id": str}``; answer
 ``{"server_id", "ssh_host_key_fingerprint", "ssh_host_key", "mac"}``. The
 agent answers only for its own server id, rejects bad input with 400 and a
 reason, oversized bodies with 413, and never logs N. ``GET /v1/status`` shows
-the server id and SSH host key fingerprint (nothing secret).
+the server id, the SSH host key fingerprint and the checked launch receipt
+(nothing secret). ``POST /v1/mutual/{start,finish,authorized-keys}`` run mutual
+authentication and its session (see :mod:`trusted_launch.guest.mutual`).
 """
 
 from __future__ import annotations
@@ -16,19 +18,13 @@ import socket
 
 from trusted_launch.crypto._encoding import b64url_decode, b64url_encode
 from trusted_launch.crypto.vm_challenge import MAX_CHALLENGE, MIN_CHALLENGE, challenge_mac
+from trusted_launch.guest.errors import BadRequest
 from trusted_launch.guest.identity import GuestIdentity
+from trusted_launch.guest.mutual import MutualAuthenticator
+from trusted_launch.guest.receipt_status import ReceiptStatus
 
 LOG = logging.getLogger(__name__)
 MAX_BODY_BYTES = 4096
-
-
-class BadRequest(Exception):
-    """A request the agent refuses; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, reason: str, status: int = 400) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
 
 
 def answer_challenge(identity: GuestIdentity, request: object) -> dict:
@@ -55,11 +51,13 @@ def answer_challenge(identity: GuestIdentity, request: object) -> dict:
     }
 
 
-def status_document(identity: GuestIdentity) -> dict:
+def status_document(identity: GuestIdentity,
+                    receipt_status: ReceiptStatus | None = None) -> dict:
     """What the agent may tell anyone: no secret."""
+    status = receipt_status or ReceiptStatus(present=False)
     return {"server_id": identity.server_id,
             "ssh_host_key_fingerprint": identity.ssh_host_key_fingerprint,
-            "nonce_present": True}
+            "nonce_present": True, "receipt": status.to_json()}
 
 
 class ChallengeHandler(http.server.BaseHTTPRequestHandler):
@@ -70,11 +68,19 @@ class ChallengeHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
-        if self.path != "/v1/challenge":
+        server = self.server
+        routes = {
+            "/v1/challenge": lambda body: answer_challenge(server.identity, body),
+            "/v1/mutual/start": server.mutual.start,
+            "/v1/mutual/finish": server.mutual.finish,
+            "/v1/mutual/authorized-keys": server.mutual.authorize_ssh_key,
+        }
+        handler = routes.get(self.path)
+        if handler is None:
             self._send(404, {"error": "not found"})
             return
         try:
-            self._send(200, answer_challenge(self.server.identity, self._read_json()))
+            self._send(200, handler(self._read_json()))
         except BadRequest as exc:
             self._send(exc.status, {"error": exc.reason})
 
@@ -82,7 +88,7 @@ class ChallengeHandler(http.server.BaseHTTPRequestHandler):
         if self.path != "/v1/status":
             self._send(404, {"error": "not found"})
             return
-        self._send(200, status_document(self.server.identity))
+        self._send(200, status_document(self.server.identity, self.server.receipt_status))
 
     def _read_json(self) -> object:
         length_text = self.headers.get("Content-Length")
@@ -116,8 +122,12 @@ class ChallengeServer(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], identity: GuestIdentity) -> None:
+    def __init__(self, address: tuple[str, int], identity: GuestIdentity, *,
+                 mutual: MutualAuthenticator | None = None,
+                 receipt_status: ReceiptStatus | None = None) -> None:
         self.identity = identity
+        self.mutual = mutual or MutualAuthenticator(identity)
+        self.receipt_status = receipt_status
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, ChallengeHandler)

@@ -75,3 +75,16 @@ def load_identity(*, nonce_file: str | os.PathLike, server_id: str,
         raise GuestSetupError(f"cannot read SSH host key {ssh_host_key}: {exc}") from None
     public_key = " ".join(key_line.split()[:2])
     return GuestIdentity(server_id, public_key, fingerprint, nonce)
+
+
+def ttp_url_from_meta_data(path: str | os.PathLike) -> str | None:
+    """The ``trusted_ttp`` server property in ``meta_data.json``, or None (never raises)."""
+    try:
+        with open(path, "rb") as fileobj:
+            document = json.loads(fileobj.read(MAX_META_DATA_BYTES))
+    except (OSError, ValueError):
+        return None
+    meta = document.get("meta") if isinstance(document, dict) else None
+    url = meta.get("trusted_ttp") if isinstance(meta, dict) else None
+    return url if isinstance(url, str) and url.startswith("https://") and len(url) < 256 \
+        else None

@@ -152,9 +152,10 @@ def _check_secure_boot_data(log: EventLog, findings: _Findings) -> None:
 
 
 def _is_secure_boot_variable(event: Event) -> bool:
+    if int(event.event_type) != EV_EFI_VARIABLE_DRIVER_CONFIG:
+        return False  # checked first: decoding every event's data is the costly part
     decoded = event.decoded
-    return (int(event.event_type) == EV_EFI_VARIABLE_DRIVER_CONFIG
-            and isinstance(decoded, EfiVariable) and decoded.guid == EFI_GLOBAL_VARIABLE
+    return (isinstance(decoded, EfiVariable) and decoded.guid == EFI_GLOBAL_VARIABLE
             and decoded.name == "SecureBoot")
 
 

@@ -8,7 +8,18 @@ authorised with the empty authValue, which lets the host certify the key but
 never use it for decryption.  Decryption runs in a policy session salted with
 the SRK and with response encryption, so the shared point / plaintext never
 crosses the TPM bus in clear.  Keys live outside the TPM as (private, public)
-blobs; each operation loads, uses and flushes the key under the device lock.
+blobs; an operation loads, uses and flushes the key under the device lock.
+
+Fewer commands on the launch path: BindKeyPool.fill (off the path) loads the
+next key and leaves it *resident* (TPMDevice.resident, at most one per
+device, because a TPM has only 3 transient object slots and a Load needs one
+for the persistent SRK on top).  A launch whose key is resident runs
+Certify (key stays loaded) and then PolicyPCR, ECDH_ZGen/RSA_Decrypt,
+FlushContext: 4 commands instead of 7.  Any other key takes the fallback:
+Load+use+Flush.  Invariant: between launches the TPM holds at most the one
+resident key; a launch that ends without decryption flushes it (release()).
+A Load that finds the TPM full (TPM_RC_OBJECT_MEMORY) flushes the resident
+key and retries once; that key's launch then falls back to Load.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from tpm2_pytss import TSS2_Exception
@@ -52,6 +63,10 @@ LOG = logging.getLogger(__name__)
 
 # TPM_RC_POLICY_FAIL and TPM_RC_PCR_CHANGED, handle/session/parameter bits stripped.
 _POLICY_ERRORS = frozenset({0x09D, 0x128})
+TPM_RC_OBJECT_MEMORY = 0x902
+# fill() replaces a resident key certified by a launch only after this long
+# (the launch is then presumed dead; if it is not, it falls back to Load).
+IN_USE_GRACE_S = 120.0
 ECC_COORDINATE_SIZE = 32
 
 
@@ -100,24 +115,49 @@ def certify(device: TPMDevice, bind_key: BindKey,
             qualifying_data: bytes) -> tuple[bytes, bytes]:
     """TPM2_Certify(bind key, AK): (TPMS_ATTEST, TPMT_SIGNATURE) marshalled.
 
-    TPM commands: Load, Certify, FlushContext.
+    TPM commands: Certify if the key is resident (it stays loaded for the
+    decryption), else Load, Certify, FlushContext.
     """
     with device.esapi("Certify") as ectx:
         ak = keys.ak_handle(device, ectx)
-        handle = _load(device, ectx, bind_key)
-        try:
+        with _loaded(device, ectx, bind_key, keep=True) as handle:
             attest, signature = ectx.certify(handle, ak, TPM2B_DATA(qualifying_data),
                                              TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL))
-        finally:
-            ectx.flush_context(handle)
     return bytes(attest), signature.marshal()
+
+
+def preload(device: TPMDevice, bind_key: BindKey) -> bool:
+    """Load ``bind_key`` off the launch path and keep it resident; False if the slot is busy.
+
+    A resident key that is not in use by a launch (or whose launch is older
+    than IN_USE_GRACE_S) is flushed to make room.
+    """
+    with device.esapi("Load") as ectx:
+        resident = device.resident
+        if resident is not None:
+            if resident.name == bind_key.name:
+                return True
+            if (resident.in_use_since is not None
+                    and time.monotonic() - resident.in_use_since < IN_USE_GRACE_S):
+                return False
+            device.flush_resident(ectx)
+        device.keep_resident(bind_key.name, _load(device, ectx, bind_key))
+        return True
+
+
+def release(device: TPMDevice, bind_key: BindKey) -> None:
+    """Flush ``bind_key`` if it is resident (a launch that ends without decryption)."""
+    with device.esapi("FlushContext") as ectx:
+        if device.resident is not None and device.resident.name == bind_key.name:
+            device.flush_resident(ectx)
 
 
 def ecdh_zgen(device: TPMDevice, bind_key: BindKey, peer_point: tuple[bytes, bytes]) -> bytes:
     """TPM2_ECDH_ZGen in a PolicyPCR session: x coordinate of the shared point.
 
-    TPM commands: Load, PolicyPCR, ECDH_ZGen, FlushContext (+ StartAuthSession
-    unless a session was pre-started with TPMDevice.prestart_policy_session).
+    TPM commands: PolicyPCR, ECDH_ZGen, FlushContext if the key is resident,
+    else Load first (+ StartAuthSession unless a session was pre-started with
+    TPMDevice.prestart_policy_session).
     """
     _require(bind_key, "ecc")
     x, y = peer_point
@@ -134,8 +174,7 @@ def rsa_decrypt(device: TPMDevice, bind_key: BindKey, ciphertext: bytes,
                 label: bytes) -> bytes:
     """TPM2_RSA_Decrypt (OAEP-SHA256, ``label``) in a PolicyPCR session.
 
-    TPM commands: Load, PolicyPCR, RSA_Decrypt, FlushContext (+ StartAuthSession
-    unless a session was pre-started).
+    TPM commands: as :func:`ecdh_zgen`, with RSA_Decrypt.
     """
     _require(bind_key, "rsa")
     scheme = TPMT_RSA_DECRYPT(scheme=TPM2_ALG.NULL)
@@ -153,23 +192,51 @@ def _require(bind_key: BindKey, algorithm: str) -> None:
 
 
 def _load(device: TPMDevice, ectx: CountingESAPI, bind_key: BindKey) -> ESYS_TR:
+    """TPM2_Load under the SRK; on TPM_RC_OBJECT_MEMORY flush the resident key, retry once."""
     private, _ = TPM2B_PRIVATE.unmarshal(bind_key.private)
     public, _ = TPM2B_PUBLIC.unmarshal(bind_key.public)
-    return ectx.load(device.srk(ectx), private, public)
+    srk = device.srk(ectx)
+    try:
+        return ectx.load(srk, private, public)
+    except TSS2_Exception as exc:
+        if int(exc.error) != TPM_RC_OBJECT_MEMORY or device.resident is None:
+            raise
+    LOG.info("TPM object memory full: flushing the resident bind key to load another")
+    device.flush_resident(ectx)
+    return ectx.load(srk, private, public)
+
+
+@contextlib.contextmanager
+def _loaded(device: TPMDevice, ectx: CountingESAPI, bind_key: BindKey, *,
+            keep: bool) -> Iterator[ESYS_TR]:
+    """The key's handle: the resident one (flushed afterwards unless ``keep``), else
+    loaded for this use and flushed afterwards."""
+    resident = device.resident
+    if resident is not None and resident.name == bind_key.name:
+        try:
+            yield resident.handle
+        finally:
+            if keep:
+                device.mark_resident_in_use()
+            else:
+                device.flush_resident(ectx)
+        return
+    handle = _load(device, ectx, bind_key)
+    try:
+        yield handle
+    finally:
+        ectx.flush_context(handle)
 
 
 def _with_policy(device: TPMDevice, bind_key: BindKey, operation: str,
                  use: Callable[[CountingESAPI, ESYS_TR, ESYS_TR], object]):
-    """Load the key, satisfy PolicyPCR in a one-shot session, run ``use``, flush."""
+    """Satisfy PolicyPCR in a one-shot session, run ``use`` with the key, flush it."""
     selection = tpml_pcr_selection(as_selection(bind_key.pcr_selection))
     try:
-        with device.esapi(operation) as ectx:
-            handle = _load(device, ectx, bind_key)
-            try:
-                return _use_in_session(device, ectx, selection, lambda session: use(
-                    ectx, handle, session))
-            finally:
-                ectx.flush_context(handle)
+        with device.esapi(operation) as ectx, \
+                _loaded(device, ectx, bind_key, keep=False) as handle:
+            return _use_in_session(device, ectx, selection, lambda session: use(
+                ectx, handle, session))
     except TPMCommandError as exc:
         if exc.error in _POLICY_ERRORS:
             raise PCRPolicyMismatch(operation, exc.rc) from None
@@ -200,8 +267,9 @@ class BindKeyPool:
     """Pre-generated bind keys, retired after ``max_uses`` uses or ``lifetime_s`` seconds.
 
     :meth:`fill` runs off the critical path (e.g. in a background thread) and
-    also pre-starts the policy session of the next decryption; :meth:`acquire`
-    returns a ready key and generates one only when the pool is empty.
+    also loads the next key (resident) and pre-starts the policy session of
+    the next decryption; :meth:`acquire` returns a ready key and generates one
+    only when the pool is empty.
     """
 
     def __init__(self, device: TPMDevice, *, algorithm: str = "ecc",
@@ -238,8 +306,17 @@ class BindKeyPool:
                     break
                 self._keys.append(entry)
             made += 1
+        self._preload_next()
         self.device.prestart_policy_session()
         return made
+
+    def _preload_next(self) -> None:
+        """Keep the key acquire() will hand out next loaded in the TPM."""
+        with self._lock:
+            self._retire_expired()
+            upcoming = self._keys[0].key if self._keys else None
+        if upcoming is not None:
+            preload(self.device, upcoming)
 
     def acquire(self) -> BindKey:
         """A usable key; generated synchronously (with a warning) if none is ready."""

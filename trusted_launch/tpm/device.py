@@ -7,7 +7,9 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 # The TSS C libraries print their own error lines to stderr for failures this
 # module already turns into exceptions (an absent persistent handle, a policy
@@ -58,6 +60,19 @@ class CountingESAPI:
         return counted
 
 
+@dataclass
+class ResidentKey:
+    """The one bind key a device keeps loaded between command sequences.
+
+    Loaded off the launch path (BindKeyPool.fill); ``in_use_since`` is set
+    when a launch certifies it and cleared when the launch flushes it.
+    """
+
+    name: bytes
+    handle: ESYS_TR
+    in_use_since: float | None = None
+
+
 class TPMDevice:
     """A TPM reached through a TCTI; methods are safe to call from many threads.
 
@@ -81,6 +96,7 @@ class TPMDevice:
             raise TPMUnavailable(f"cannot start ESAPI on TCTI {self.tcti}: {exc}") from None
         self._persistent: dict[int, ESYS_TR] = {}
         self._spare_session: ESYS_TR | None = None
+        self.resident: ResidentKey | None = None
         self.srk_checked = False
         self._broken: str | None = None
         if self.tcti.name in _SIMULATORS:
@@ -113,6 +129,10 @@ class TPMDevice:
                     with contextlib.suppress(TSS2_Exception):
                         self._ectx.flush_context(self._spare_session)
                     self._spare_session = None
+                if self.resident is not None:
+                    with contextlib.suppress(TSS2_Exception):
+                        self._ectx.flush_context(self.resident.handle)
+                    self.resident = None
                 self._ectx.close()
                 self._tcti.close()
                 self._ectx = None
@@ -164,6 +184,23 @@ class TPMDevice:
             session = _start_policy_session(ectx, self.srk(ectx))
         return session
 
+    def keep_resident(self, name: bytes, handle: ESYS_TR) -> None:
+        """Record ``handle`` (a loaded bind key) as the resident key (lock held)."""
+        if self.resident is not None:
+            raise RuntimeError("a bind key is already resident; flush it first")
+        self.resident = ResidentKey(name, handle)
+
+    def mark_resident_in_use(self) -> None:
+        """A launch certified the resident key; fill() leaves it alone for a while."""
+        if self.resident is not None:
+            self.resident.in_use_since = time.monotonic()
+
+    def flush_resident(self, ectx: CountingESAPI) -> None:
+        """FlushContext the resident key, if any (lock held)."""
+        resident, self.resident = self.resident, None
+        if resident is not None:
+            ectx.flush_context(resident.handle)
+
     def srk(self, ectx: CountingESAPI) -> ESYS_TR:
         """The storage root key, created and persisted on first use."""
         return keys.ensure_srk(self, ectx)
@@ -199,10 +236,21 @@ class TPMDevice:
             return keys.quote(self, ectx, selection, nonce)
 
     def transient_handles(self) -> list[int]:
-        """Handles of loaded transient objects (should be empty between operations)."""
+        """Handles of loaded transient objects.
+
+        Between launches this is empty or holds only :attr:`resident` (the
+        pre-loaded next bind key).
+        """
         with self.esapi("GetCapability") as ectx:
             _, data = ectx.get_capability(TPM2_CAP.HANDLES, TPM2_HC.TRANSIENT_FIRST, 64)
             return [int(h) for h in data.data.handles]
+
+    def resident_handles(self) -> list[int]:
+        """TPM handle of the resident bind key, if any (compare with transient_handles)."""
+        with self.esapi("resident handle") as ectx:
+            if self.resident is None:
+                return []
+            return [int(ectx.tr_get_tpm_handle(self.resident.handle))]
 
     def loaded_sessions(self) -> list[int]:
         """Handles of loaded sessions (should be empty between operations)."""

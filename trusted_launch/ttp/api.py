@@ -32,6 +32,7 @@ from trusted_launch.ttp.errors import (
 from trusted_launch.ttp.keystore import KeyStoreError, TokenKeyStore
 from trusted_launch.ttp.openapi import openapi_document
 from trusted_launch.ttp.profiles import ProfileStore
+from trusted_launch.ttp.receipts import PROOF_HEADER, ReceiptIssuer
 from trusted_launch.ttp.service import AttestationService
 
 LOG = logging.getLogger(__name__)
@@ -104,9 +105,10 @@ class TTPApplication:
 
     def __init__(self, *, db: TTPDatabase, token_keys: TokenKeyStore, enrollment: Enrollment,
                  profiles: ProfileStore, attestations: AttestationService,
-                 admin_token_hash: str | None, limits: Limits) -> None:
+                 admin_token_hash: str | None, limits: Limits,
+                 receipts: ReceiptIssuer | None = None) -> None:
         self.db, self.token_keys, self.enrollment = db, token_keys, enrollment
-        self.profiles, self.attestations = profiles, attestations
+        self.profiles, self.attestations, self.receipts = profiles, attestations, receipts
         self.admin_token_hash = (admin_token_hash or "").lower() or None
         self.limits = limits
         self.routes: list[tuple[re.Pattern, dict[str, Callable]]] = [
@@ -123,6 +125,7 @@ class TTPApplication:
                 "DELETE": self.delete_profile}),
             (re.compile(r"^/v1/attestations$"), {"POST": self.attest}),
             (re.compile(rf"^/v1/attestations/{_NAME}$"), {"GET": self.get_attestation}),
+            (re.compile(rf"^/v1/receipts/{_NAME}$"), {"GET": self.get_receipts}),
         ]
 
     def __call__(self, environ: dict, start_response: Callable) -> object:
@@ -201,7 +204,10 @@ class TTPApplication:
         return json_response(200, openapi_document(request.host_url))
 
     def keys(self, request: webob.Request) -> webob.Response:
-        return json_response(200, {"keys": [k.publication() for k in self.token_keys.keys()]})
+        body: dict = {"keys": [k.publication() for k in self.token_keys.keys()]}
+        if self.receipts is not None:
+            body["receipt_keys"] = [self.receipts.key.publication()]
+        return json_response(200, body)
 
     def enroll(self, request: webob.Request) -> webob.Response:
         challenge = self.enrollment.enroll(self._json_object(request))
@@ -259,3 +265,9 @@ class TTPApplication:
         if record is None:
             raise NotFound("attestation", f"no attestation {name}")
         return json_response(200, record.to_dict())
+
+    def get_receipts(self, request: webob.Request, name: str) -> webob.Response:
+        if self.receipts is None:
+            raise NotFound("receipt", "this TTP issues no receipts")
+        receipts = self.receipts.lookup(name, request.headers.get(PROOF_HEADER))
+        return json_response(200, {"token_digest": name, "receipts": receipts})

@@ -47,6 +47,41 @@ _SCHEMAS: dict = {
                                    "enum": ["hpke-x25519-hkdf-sha256-aes128gcm"]},
                      "public_key": {"type": "string", "description": "base64url raw key"},
                      "not_after": {"type": "integer", "nullable": True}}},
+    "ReceiptKey": {"type": "object", "required": ["id", "algorithm", "public_key"],
+                   "properties": {
+                       "id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                       "algorithm": {"type": "string", "enum": ["ecdsa-p256-sha256"]},
+                       "public_key": {"type": "string", "description": "PEM SPKI"}}},
+    "Receipt": {"type": "object", "additionalProperties": False, "required": [
+        "format", "key_id", "algorithm", "payload", "signature"],
+        "description": "ECDSA P-256 signature over 'trusted-launch/v1 receipt' 0x00 key_id "
+                       "0x00 payload; the payload is canonical JSON (ReceiptPayload)",
+        "properties": {
+            "format": {"type": "string", "enum": ["trusted-launch-receipt/v1"]},
+            "key_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+            "algorithm": {"type": "string", "enum": ["ES256"]},
+            "payload": {"type": "string", "description": "base64url canonical JSON"},
+            "signature": {"type": "string", "description": "base64url r || s (64 bytes)"}}},
+    "ReceiptPayload": {"type": "object", "additionalProperties": False, "required": [
+        "version", "attestation_id", "launch_id", "host", "verdict", "issued_at"],
+        "properties": {
+            "version": {"type": "integer", "enum": [1]},
+            "attestation_id": {"type": "string"}, "launch_id": {"type": "string"},
+            "host": {"type": "string"},
+            "verdict": {"type": "string", "enum": ["trusted", "refused"]},
+            "issued_at": {"type": "integer", "description": "unix seconds"},
+            "requested_profile": {"type": "string", "nullable": True},
+            "satisfied_profile": {"type": "string", "nullable": True},
+            "check": {"type": "string", "nullable": True},
+            "reason": {"type": "string", "nullable": True},
+            "image_digest": {"type": "string", "nullable": True, "example": "sha512:..."},
+            "token_digest": {"type": "string", "nullable": True, "pattern": "^[0-9a-f]{64}$"},
+            "nonce_binding": {"type": "string", "nullable": True,
+                              "description": "HMAC(HKDF(N, 'trusted-launch/v1 "
+                                             "receipt-binding'), token digest), hex"},
+            "ttp_key_id": {"type": "string", "nullable": True},
+            "evidence": {"type": "object", "additionalProperties": {"type": "string"},
+                         "description": "SHA-256 hex of each piece of evidence"}}},
     "EnrollmentRequest": {"type": "object", "additionalProperties": False, "required": [
         "host", "ek_certificate", "ek_public", "ak_public"], "properties": {
         "host": _HOST, "ek_certificate": {**_B64, "description": "DER X.509"},
@@ -98,7 +133,8 @@ _SCHEMAS: dict = {
             "attestation_id": {"type": "string"},
             "verdict": {"type": "string", "enum": ["trusted"]},
             "profile": {"type": "string"}, "satisfied_profile": {"type": "string"},
-            "released": {**_B64, "description": "envelope sealed to the bind key"}}},
+            "released": {**_B64, "description": "envelope sealed to the bind key"},
+            "receipt": _ref("Receipt")}},
     "AttestationRecord": {"type": "object", "required": ["attestation_id", "verdict"],
                           "properties": {
                               "attestation_id": {"type": "string"},
@@ -137,7 +173,9 @@ _PATHS: dict = {
                          "summary": "Public keys to seal launch tokens to (current first)",
                          "responses": {"200": {"description": "Keys", **_json({
                              "type": "object", "required": ["keys"], "properties": {
-                                 "keys": {"type": "array", "items": _ref("TokenKey")}}})},
+                                 "keys": {"type": "array", "items": _ref("TokenKey")},
+                                 "receipt_keys": {"type": "array",
+                                                  "items": _ref("ReceiptKey")}}})},
                              "503": _error("Key store unavailable")}}},
     "/v1/hosts": {"post": {
         "operationId": "enrollHost", "summary": "Start enrolling a compute host's TPM",
@@ -192,6 +230,23 @@ _PATHS: dict = {
         "parameters": [_path_param("attestation_id", _UUID)],
         "responses": {"200": {"description": "Record", **_json(_ref("AttestationRecord"))},
                       "404": _error("No such attestation"), **_COMMON_ERRORS}}},
+    "/v1/receipts/{token_digest}": {"get": {
+        "operationId": "listReceipts",
+        "summary": "Signed receipts of every decision about one launch token",
+        "description": "token_digest is the SHA-256 hex of the decoded token. The caller "
+                       "proves knowledge of N with X-Receipt-Proof; the TTP stores only "
+                       "SHA-256 of that proof.",
+        "parameters": [
+            _path_param("token_digest", {"type": "string", "pattern": "^[0-9a-f]{64}$"}),
+            {"name": "X-Receipt-Proof", "in": "header", "required": True,
+             "description": "base64url(HKDF-SHA256(N, info='trusted-launch/v1 receipt'))",
+             "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "Receipts, oldest first", **_json({
+            "type": "object", "required": ["token_digest", "receipts"], "properties": {
+                "token_digest": {"type": "string"},
+                "receipts": {"type": "array", "items": _ref("Receipt")}}})},
+            "403": _error("The proof does not match"),
+            "404": _error("No decision about this token"), **_COMMON_ERRORS}}},
 }
 
 

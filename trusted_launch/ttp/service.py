@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from trusted_launch.ttp.db.api import (
     TTPDatabase,
 )
 from trusted_launch.ttp.errors import BadRequest, Refused, ServiceUnavailable
+from trusted_launch.ttp.receipts import ReceiptIssuer
 
 LOG = logging.getLogger(__name__)
 
@@ -68,21 +70,25 @@ class AttestationService:
     """POST /v1/attestations: parse, look up, verify, record, answer."""
 
     def __init__(self, db: TTPDatabase, ca_certificate: Callable[[], x509.Certificate],
-                 make_verifier: Callable[[], object]) -> None:
+                 make_verifier: Callable[[], object],
+                 receipts: ReceiptIssuer | None = None) -> None:
         self.db = db
         self.ca_certificate = ca_certificate
         self.make_verifier = make_verifier
+        self.receipts = receipts
 
     def attest(self, body: object, requester: str) -> tuple[int, dict]:
         """(HTTP status, JSON body) for one attestation request."""
         request = self._parse(body)
         summary = RequestSummary(requester, request.host, request.launch_id)
         attestation_id = str(uuid.uuid4())
+        verifier = self.make_verifier()
         try:
             ak_public = self._host_ak(request)
         except Refused as refusal:
-            return self._refuse(attestation_id, summary, None, refusal.check, refusal.reason)
-        decision = self.make_verifier().verify(request, ak_public)
+            return self._refuse(attestation_id, summary, _token_only(verifier, request),
+                                refusal.check, refusal.reason)
+        decision = verifier.verify(request, ak_public)
         if not decision.trusted:
             return self._refuse(attestation_id, summary, decision, decision.check,
                                 decision.reason)
@@ -112,13 +118,19 @@ class AttestationService:
                              self.ca_certificate(), datetime.datetime.now(datetime.UTC))
         return ak_public
 
-    def _record(self, record: AttestationRecord, **token) -> None:
+    def _record(self, record: AttestationRecord, decision, **token) -> dict | None:
+        """Store the record (and its signed receipt, in one transaction); the receipt."""
+        receipt = None
+        if self.receipts is not None:
+            receipt = self.receipts.issue(record, getattr(decision, "token_digest", None),
+                                          getattr(decision, "token_facts", None))
         try:
-            self.db.record_attestation(record, **token)
+            self.db.record_attestation(record, receipt=receipt, **token)
         except DatabaseError as exc:
             LOG.error("attestation %s not recorded: %s", record.id, exc)
             raise ServiceUnavailable("database", "the audit record could not be stored; "
                                                  "nothing was released") from exc
+        return None if receipt is None else json.loads(receipt.document)
 
     def _refuse(self, attestation_id: str, summary: RequestSummary, decision, check: str,
                 reason: str) -> tuple[int, dict]:
@@ -129,7 +141,7 @@ class AttestationService:
             satisfied_profile=getattr(decision, "satisfied_profile", None),
             check=check, reason=reason,
             evidence_digests=dict(getattr(decision, "evidence_digests", None) or {}))
-        self._record(record)
+        self._record(record, decision)
         LOG.info("attestation %s refused: host=%s launch=%s check=%s", attestation_id,
                  summary.host, summary.launch_id, check)
         refusal = Refused(check, reason, extra={"attestation_id": attestation_id})
@@ -148,7 +160,8 @@ class AttestationService:
                                 "the verifier gave no token digest; nothing released")
         expires_at = int(getattr(decision, "token_expires_at", 0) or 0)
         try:
-            self._record(record, token_digest=decision.token_digest, expires_at=expires_at)
+            receipt = self._record(record, decision, token_digest=decision.token_digest,
+                                   expires_at=expires_at)
         except TokenAlreadyUsed:
             return self._refuse(str(uuid.uuid4()), summary, decision, "token_replayed",
                                 "this launch token was already redeemed")
@@ -158,4 +171,17 @@ class AttestationService:
         return 200, {"attestation_id": attestation_id, "verdict": "trusted",
                      "profile": decision.requested_profile,
                      "satisfied_profile": decision.satisfied_profile,
-                     "released": base64.b64encode(decision.released).decode()}
+                     "released": base64.b64encode(decision.released).decode(),
+                     **({"receipt": receipt} if receipt is not None else {})}
+
+
+def _token_only(verifier, request):
+    """A refused decision carrying only what the token says (for refusals before verifying)."""
+    inspect = getattr(verifier, "inspect_token", None)
+    if inspect is None:
+        return None
+    from trusted_launch.ttp.verifier import Decision, evidence_digests
+    digest, profile, facts = inspect(request.token)
+    return Decision(trusted=False, check=None, reason=None, requested_profile=profile,
+                    satisfied_profile=None, token_digest=digest,
+                    evidence_digests=evidence_digests(request), token_facts=facts)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from trusted_launch.crypto._encoding import b64url_decode
 from trusted_launch.crypto.binding import certify_qualifying_data
 from trusted_launch.crypto.errors import (
     SealingError,
@@ -28,6 +29,7 @@ from trusted_launch.crypto.errors import (
     TokenExpired,
     UnknownTokenKey,
 )
+from trusted_launch.crypto.receipt import nonce_binding, receipt_auth, receipt_proof
 from trusted_launch.crypto.sealing import ReleasedSecrets, release_aad, seal_to_bind_key
 from trusted_launch.crypto.token import LaunchToken, open_token, token_digest
 from trusted_launch.evidence.algorithms import HashAlg
@@ -49,7 +51,8 @@ from trusted_launch.evidence.tpm2 import (
 from trusted_launch.policy import ProfileSet, UnknownProfile, evaluate_for_request
 from trusted_launch.ttp.requests import AttestationRequest, RequestInvalid
 
-__all__ = ["AttestationRequest", "Decision", "LaunchVerifier", "Refusal", "RequestInvalid"]
+__all__ = ["AttestationRequest", "Decision", "LaunchVerifier", "Refusal", "RequestInvalid",
+           "TokenFacts"]
 
 PcrValues = dict[HashAlg, dict[int, bytes]]
 
@@ -59,6 +62,24 @@ FORBIDDEN_ATTRIBUTES = (ObjectAttributes.SIGN_ENCRYPT | ObjectAttributes.RESTRIC
                         | ObjectAttributes.USER_WITH_AUTH)
 POLICY_NAME_ALGS = frozenset({HashAlg.SHA256, HashAlg.SHA384, HashAlg.SHA512})
 EV_NO_ACTION = 0x3
+
+
+@dataclass(frozen=True)
+class TokenFacts:
+    """What a receipt may say about an opened token: no N, only values derived one-way."""
+
+    image_digest: str
+    ttp_key_id: str
+    receipt_auth: bytes = field(repr=False)  # SHA-256(HKDF(N, "... receipt"))
+    nonce_binding: bytes = field(repr=False)  # HMAC(HKDF(N, "... receipt-binding"), digest)
+
+
+def token_facts(text: str, token: LaunchToken, digest: bytes) -> TokenFacts:
+    """The receipt facts of an opened token (``text`` already decoded once)."""
+    return TokenFacts(image_digest=str(token.image_digest),
+                      ttp_key_id=b64url_decode(text.strip())[1:9].hex(),
+                      receipt_auth=receipt_auth(receipt_proof(token.nonce)),
+                      nonce_binding=nonce_binding(token.nonce, digest))
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,7 @@ class Decision:
     evidence_digests: Mapping[str, str]
     released: bytes | None = field(default=None, repr=False)
     token_expires_at: int | None = None  # keep the replay record at least this long
+    token_facts: TokenFacts | None = None  # for the receipt; None if the token did not open
 
 
 class Refusal(Exception):
@@ -93,13 +115,14 @@ class _Progress:
     token_digest: bytes | None = None
     requested_profile: str | None = None
     token_expires_at: int | None = None
+    token_facts: TokenFacts | None = None
 
     def refuse(self, refusal: Refusal) -> Decision:
         return Decision(trusted=False, check=refusal.check, reason=refusal.reason,
                         requested_profile=self.requested_profile, satisfied_profile=None,
                         token_digest=self.token_digest,
                         evidence_digests=dict(self.evidence_digests),
-                        token_expires_at=self.token_expires_at)
+                        token_expires_at=self.token_expires_at, token_facts=self.token_facts)
 
 
 class LaunchVerifier:
@@ -136,22 +159,41 @@ class LaunchVerifier:
                         requested_profile=token.profile, satisfied_profile=satisfied,
                         token_digest=progress.token_digest,
                         evidence_digests=dict(progress.evidence_digests), released=released,
-                        token_expires_at=token.expires_at)
+                        token_expires_at=token.expires_at, token_facts=progress.token_facts)
 
     def _open_token(self, text: str, progress: _Progress) -> LaunchToken:
         try:
             progress.token_digest = token_digest(text)
-            token = open_token(text, self._token_keys, now=self._clock())
+            # Opened without the expiry check so that an expired token's receipt can
+            # still name its profile and image; the expiry is checked just below.
+            token = open_token(text, self._token_keys, now=-1.0)
         except UnknownTokenKey as exc:
             raise Refusal("token_key_unknown", str(exc)) from None
-        except TokenExpired as exc:
+        except TokenExpired as exc:  # not raised with now=-1; kept for safety
             raise Refusal("token_expired", str(exc)) from None
         except TokenError as exc:
             raise Refusal("token_malformed", str(exc)) from None
+        progress.token_facts = token_facts(text, token, progress.token_digest)
+        now = self._clock()
+        if token.expires_at <= now:
+            raise Refusal("token_expired", f"token expired at {token.expires_at} "
+                                           f"(now {int(now)})")
         progress.requested_profile = token.profile
         progress.token_expires_at = token.expires_at
         progress.evidence_digests["token"] = progress.token_digest.hex()
         return token
+
+    def inspect_token(self, text: str) -> tuple[bytes | None, str | None, TokenFacts | None]:
+        """(digest, profile, receipt facts) of a token, for refusals made before verifying.
+
+        Never raises: a token that does not open gives what is known (maybe nothing).
+        """
+        progress = _Progress(evidence_digests={})
+        try:
+            token = self._open_token(text, progress)
+        except Refusal:
+            return progress.token_digest, None, progress.token_facts
+        return progress.token_digest, token.profile, progress.token_facts
 
     def _check_selection(self, selection: PCRSelection) -> None:
         offered = {alg: set(pcrs) for alg, pcrs in selection}

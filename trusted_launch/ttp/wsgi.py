@@ -18,6 +18,7 @@ from trusted_launch.ttp.db.api import TTPDatabase
 from trusted_launch.ttp.enrollment import Enrollment, load_ca_certificates
 from trusted_launch.ttp.keystore import AttestationCA, TokenKeyStore
 from trusted_launch.ttp.profiles import ProfileStore
+from trusted_launch.ttp.receipts import ReceiptIssuer, ReceiptKey
 from trusted_launch.ttp.service import AttestationService
 
 DEFAULT_CONFIG = "/etc/trusted-launch/ttp.conf"
@@ -44,11 +45,15 @@ def make_app(conf: cfg.ConfigOpts) -> TTPApplication:
     enrollment = Enrollment(db, ca, load_ca_certificates(conf.enrollment.ek_ca_files),
                             challenge_ttl=conf.enrollment.activation_timeout,
                             certificate_days=conf.key_store.ak_certificate_days)
+    receipt_key = ReceiptKey(conf.key_store.key_dir)
+    receipt_key.ensure()
+    receipts = ReceiptIssuer(db, receipt_key)
     attestations = AttestationService(db, ca.certificate,
-                                      _verifier_factory(conf, keys, profiles))
+                                      _verifier_factory(conf, keys, profiles), receipts)
     return TTPApplication(
         db=db, token_keys=keys, enrollment=enrollment, profiles=profiles,
-        attestations=attestations, admin_token_hash=conf.api.admin_token_hash,
+        attestations=attestations, receipts=receipts,
+        admin_token_hash=conf.api.admin_token_hash,
         limits=Limits(conf.api.max_request_body_size, conf.api.max_json_depth))
 
 

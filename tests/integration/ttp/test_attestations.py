@@ -79,7 +79,7 @@ def _record(verdict: str = "trusted") -> AttestationRecord:
 
 def test_replay_table_rejects_a_second_redemption(ttp_database_url: str) -> None:
     db_sync(ttp_database_url)  # idempotent on the session database
-    assert db_version(ttp_database_url) == "0001"
+    assert db_version(ttp_database_url) == "0002"
     db = TTPDatabase(ttp_database_url)
     try:
         digest = secrets.token_bytes(32)

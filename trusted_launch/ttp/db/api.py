@@ -14,7 +14,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from trusted_launch.ttp.db.models import Attestation, Host, Profile, UsedToken, utcnow
+from trusted_launch.ttp.db.models import (
+    Attestation,
+    Host,
+    Profile,
+    ReceiptRow,
+    UsedToken,
+    utcnow,
+)
 
 
 class DatabaseError(Exception):
@@ -53,6 +60,20 @@ class AttestationRecord:
                 "verdict": self.verdict, "profile": self.requested_profile,
                 "satisfied_profile": self.satisfied_profile, "check": self.check,
                 "reason": self.reason, "evidence_digests": self.evidence_digests}
+
+
+@dataclass(frozen=True)
+class StoredReceipt:
+    """A signed receipt as stored: found by token digest, released on a proof of N."""
+
+    attestation_id: str
+    document: str  # the signed receipt envelope, JSON text
+    token_digest: str | None = None  # hex
+    receipt_auth: str | None = None  # hex SHA-256 of the tenant's proof; never N
+    created_at: datetime.datetime | None = None
+
+
+MAX_RECEIPTS_PER_TOKEN = 100
 
 
 def _record_from_row(row: Attestation) -> AttestationRecord:
@@ -171,10 +192,13 @@ class TTPDatabase:
     # attestations --------------------------------------------------------
 
     def record_attestation(self, record: AttestationRecord, *,
-                           token_digest: bytes | None = None, expires_at: int = 0) -> None:
+                           token_digest: bytes | None = None, expires_at: int = 0,
+                           receipt: StoredReceipt | None = None) -> None:
         """Store the audit record, and with ``token_digest`` mark the token used, atomically.
 
-        Raises TokenAlreadyUsed (nothing stored) if the token was redeemed before.
+        ``receipt`` (the decision's signed receipt) is stored in the same
+        transaction. Raises TokenAlreadyUsed (nothing stored) if the token was
+        redeemed before.
         """
         try:
             with self._transaction() as session:
@@ -183,6 +207,10 @@ class TTPDatabase:
                                           attestation_id=record.id, expires_at=expires_at))
                     session.flush()
                 session.add(_row_from_record(record))
+                if receipt is not None:
+                    session.add(ReceiptRow(
+                        attestation_id=receipt.attestation_id, document=receipt.document,
+                        token_digest=receipt.token_digest, receipt_auth=receipt.receipt_auth))
         except IntegrityError as exc:
             if token_digest is not None:
                 raise TokenAlreadyUsed(record.id) from exc
@@ -193,6 +221,18 @@ class TTPDatabase:
         with self._transaction() as session:
             row = session.get(Attestation, attestation_id)
             return None if row is None else _record_from_row(row)
+
+    def receipts_for_token(self, token_digest_hex: str) -> list[StoredReceipt]:
+        """The receipts of every decision about one token, oldest first (at most 100)."""
+        with self._transaction() as session:
+            rows = session.scalars(
+                select(ReceiptRow).where(ReceiptRow.token_digest == token_digest_hex)
+                .order_by(ReceiptRow.created_at, ReceiptRow.attestation_id)
+                .limit(MAX_RECEIPTS_PER_TOKEN))
+            return [StoredReceipt(attestation_id=row.attestation_id, document=row.document,
+                                  token_digest=row.token_digest,
+                                  receipt_auth=row.receipt_auth, created_at=row.created_at)
+                    for row in rows]
 
     def purge_used_tokens(self, now: int) -> int:
         """Forget used tokens that expired before ``now`` (they fail the expiry check anyway).

@@ -86,3 +86,19 @@ class UsedToken(Base):
     token_digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex SHA-256
     attestation_id: Mapped[str] = mapped_column(String(36), nullable=False)
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class ReceiptRow(Base):
+    """The signed receipt of one attestation decision, found by the token's digest.
+
+    ``receipt_auth`` is SHA-256(HKDF(N, "trusted-launch/v1 receipt")): a one-way
+    value that lets the tenant prove knowledge of N; N itself is never stored.
+    """
+
+    __tablename__ = "receipts"
+
+    attestation_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_digest: Mapped[str | None] = mapped_column(String(64), index=True)  # hex SHA-256
+    receipt_auth: Mapped[str | None] = mapped_column(String(64))  # hex SHA-256
+    document: Mapped[str] = mapped_column(Text, nullable=False)  # the signed receipt, JSON
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
