@@ -6,14 +6,14 @@ import json
 import os
 import pathlib
 
+import pytest
+
 # Nova's functional harness runs with native threads; it must decide that before
 # anything imports eventlet (oslo.messaging and oslo.service do), so say it first.
 os.environ.setdefault("OS_NOVA_DISABLE_EVENTLET_PATCHING", "1")
 from nova import monkey_patch
 
 monkey_patch.patch()
-
-import pytest
 
 pytest_plugins = ["tests.fixtures.swtpm", "tests.fixtures.ttp"]
 

@@ -65,8 +65,9 @@ def running_ttp(directory: pathlib.Path, *, tls_ca: CertificateAuthority,
     config = write_ttp_config(
         directory, database_url=database_url or f"sqlite:///{directory / 'ttp.sqlite'}",
         cert=cert, key=key, admin_token=admin_token, ek_ca_files=ek_ca_files, workers=1)
-    if debug:
-        config.write_text(config.read_text().replace("debug = false", "debug = true", 1))
+    if debug:  # DEBUG, and every SQL statement with its parameters
+        config.write_text(config.read_text().replace(
+            "debug = false", "debug = true\ndefault_log_levels = sqlalchemy.engine=INFO", 1))
     server = TTPServer(directory, config, tls_ca.cert_file, admin_token)
     synced = server.manage("db", "sync")
     if synced.returncode != 0:

@@ -160,6 +160,7 @@ def test_ttp_killed_while_recording_the_decision(postgres_url, swtpm_state_cache
             locker.rollback()
             locker.close()
         assert isinstance(outcome.get("error"), TTPUnreachable), outcome
+        print("\nhost saw:", outcome["error"])
         assert "value" not in outcome
         ttp.start()
         assert _attestation_rows(ttp, launch_id) == 0
@@ -196,6 +197,7 @@ def test_ttp_killed_while_frozen_with_a_host_connected(swtpm_state_cache, tls_ca
         FAULTS.append("TTP SIGKILL while frozen")
         thread.join(WAIT_S)
         assert isinstance(outcome.get("error"), TTPUnreachable), outcome
+        print("\nhost saw:", outcome["error"])
         ttp.start()
         assert _attestation_rows(ttp, launch_id) == 0
         assert host.runner.release(ttp_client(ttp), token=token,

@@ -67,7 +67,7 @@ def open_rsa(envelope: bytes, key, aad: bytes = AAD) -> ReleasedSecrets:
     return open_from_bind_key(envelope, aad=aad, rsa_decrypt=rsa_decrypt_for(key))
 
 
-@pytest.mark.parametrize("image_key", [None, os.urandom(32)])
+@pytest.mark.parametrize("image_key", [None, os.urandom(32)], ids=["no-key", "key"])
 def test_ecc_round_trip(ecc_key, image_key):
     released = secrets_(image_key)
     envelope = seal_to_bind_key(ecc_key.public_key(), released, aad=AAD)
@@ -75,7 +75,7 @@ def test_ecc_round_trip(ecc_key, image_key):
     assert open_ecc(envelope, ecc_key) == released
 
 
-@pytest.mark.parametrize("image_key", [None, os.urandom(16)])
+@pytest.mark.parametrize("image_key", [None, os.urandom(16)], ids=["no-key", "key"])
 def test_rsa_round_trip(rsa_key, image_key):
     released = secrets_(image_key)
     envelope = seal_to_bind_key(rsa_key.public_key(), released, aad=AAD)

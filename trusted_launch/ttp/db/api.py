@@ -7,7 +7,7 @@ import hmac
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import create_engine, delete, select
 from sqlalchemy.engine import Engine
@@ -19,6 +19,7 @@ from trusted_launch.ttp.db.models import (
     Host,
     Profile,
     ReceiptRow,
+    TokenRedemption,
     UsedToken,
     utcnow,
 )
@@ -29,7 +30,14 @@ class DatabaseError(Exception):
 
 
 class TokenAlreadyUsed(Exception):
-    """The launch token's digest is already in used_tokens (a replay)."""
+    """A replay: the token is bound to another launch id, or this evidence was redeemed.
+
+    ``str(exc)`` says which (never the token or N).
+    """
+
+
+#: Attempts at a redemption when a concurrent first redemption of the token wins.
+REDEMPTION_ATTEMPTS = 3
 
 
 class HostConflict(Exception):
@@ -193,28 +201,92 @@ class TTPDatabase:
 
     def record_attestation(self, record: AttestationRecord, *,
                            token_digest: bytes | None = None, expires_at: int = 0,
-                           receipt: StoredReceipt | None = None) -> None:
-        """Store the audit record, and with ``token_digest`` mark the token used, atomically.
+                           receipt: StoredReceipt | None = None,
+                           certify_digest: str | None = None) -> str | None:
+        """Store the audit record, and with ``token_digest`` redeem the token, atomically.
 
-        ``receipt`` (the decision's signed receipt) is stored in the same
-        transaction. Raises TokenAlreadyUsed (nothing stored) if the token was
-        redeemed before.
+        The first redemption binds the token to ``record.launch_id``. A later
+        one for the same launch id is a re-attestation (the same instance on
+        another host, or before a restart): stored with a reason saying so;
+        returns the attestation id of the first redemption. Raises
+        TokenAlreadyUsed (nothing stored) if the token is bound to another
+        launch id or ``certify_digest`` (SHA-256 hex of the TPMS_ATTEST) was
+        redeemed before. ``receipt`` is stored in the same transaction.
+        """
+        if token_digest is None:
+            try:
+                with self._transaction() as session:
+                    self._add_record(session, record, receipt)
+            except IntegrityError as exc:
+                raise DatabaseError("attestation record conflict") from exc
+            return None
+        for _ in range(REDEMPTION_ATTEMPTS):
+            try:
+                self._first_redemption(record, token_digest.hex(), expires_at, receipt,
+                                       certify_digest)
+                return None
+            except IntegrityError:
+                pass  # redeemed before, or by a concurrent request that just committed
+            first = self._repeat_redemption(record, token_digest.hex(), expires_at, receipt,
+                                            certify_digest)
+            if first is not None:
+                return first
+        raise DatabaseError("the used-token row changed during the redemption")
+
+    @staticmethod
+    def _add_record(session: Session, record: AttestationRecord,
+                    receipt: StoredReceipt | None) -> None:
+        session.add(_row_from_record(record))
+        if receipt is not None:
+            session.add(ReceiptRow(
+                attestation_id=receipt.attestation_id, document=receipt.document,
+                token_digest=receipt.token_digest, receipt_auth=receipt.receipt_auth))
+
+    @staticmethod
+    def _add_redemption(session: Session, record: AttestationRecord, digest_hex: str,
+                        expires_at: int, certify_digest: str | None) -> None:
+        if certify_digest is not None:
+            session.add(TokenRedemption(certify_digest=certify_digest, token_digest=digest_hex,
+                                        attestation_id=record.id, expires_at=expires_at))
+            session.flush()
+
+    def _first_redemption(self, record: AttestationRecord, digest_hex: str, expires_at: int,
+                          receipt: StoredReceipt | None, certify_digest: str | None) -> None:
+        """Insert the used-token row (IntegrityError if it exists) and the record."""
+        with self._transaction() as session:
+            session.add(UsedToken(token_digest=digest_hex, attestation_id=record.id,
+                                  expires_at=expires_at, launch_id=record.launch_id))
+            session.flush()
+            self._add_redemption(session, record, digest_hex, expires_at, certify_digest)
+            self._add_record(session, record, receipt)
+
+    def _repeat_redemption(self, record: AttestationRecord, digest_hex: str, expires_at: int,
+                           receipt: StoredReceipt | None, certify_digest: str | None
+                           ) -> str | None:
+        """Redeem an already used token again for its own launch id; None if its row is gone.
+
+        The redemption row is written first, so the database's write lock (or
+        the primary key) orders concurrent redemptions of identical evidence.
         """
         try:
             with self._transaction() as session:
-                if token_digest is not None:
-                    session.add(UsedToken(token_digest=token_digest.hex(),
-                                          attestation_id=record.id, expires_at=expires_at))
-                    session.flush()
-                session.add(_row_from_record(record))
-                if receipt is not None:
-                    session.add(ReceiptRow(
-                        attestation_id=receipt.attestation_id, document=receipt.document,
-                        token_digest=receipt.token_digest, receipt_auth=receipt.receipt_auth))
+                self._add_redemption(session, record, digest_hex, expires_at, certify_digest)
+                used = session.scalar(select(UsedToken).where(
+                    UsedToken.token_digest == digest_hex))
+                if used is None:
+                    raise _UsedTokenGone
+                if used.launch_id != record.launch_id:
+                    raise TokenAlreadyUsed("this launch token was already redeemed for "
+                                           "another launch")
+                self._add_record(session, replace(record, reason=(
+                    f"re-attestation of launch {record.launch_id}; the token was first "
+                    f"redeemed in attestation {used.attestation_id}")), receipt)
+                return used.attestation_id
+        except _UsedTokenGone:
+            return None
         except IntegrityError as exc:
-            if token_digest is not None:
-                raise TokenAlreadyUsed(record.id) from exc
-            raise DatabaseError("attestation record conflict") from exc
+            raise TokenAlreadyUsed("this certify evidence was already redeemed (a replayed "
+                                   "request)") from exc
 
     def get_attestation(self, attestation_id: str) -> AttestationRecord | None:
         """The audit record, or None."""
@@ -240,8 +312,14 @@ class TTPDatabase:
         Rows with an unknown expiry (0) are kept for ever.
         """
         with self._transaction() as session:
+            session.execute(delete(TokenRedemption).where(
+                TokenRedemption.expires_at > 0, TokenRedemption.expires_at < now))
             return session.execute(delete(UsedToken).where(
                 UsedToken.expires_at > 0, UsedToken.expires_at < now)).rowcount
+
+
+class _UsedTokenGone(Exception):
+    """Internal: the used-token row was purged between two attempts (roll back, retry)."""
 
 
 def _row_from_record(record: AttestationRecord) -> Attestation:

@@ -79,13 +79,33 @@ class Attestation(Base):
 
 
 class UsedToken(Base):
-    """A launch token already redeemed: the primary key makes replay detection atomic."""
+    """A launch token already redeemed, bound to the launch id that first redeemed it.
+
+    The primary key makes the first redemption atomic; later redemptions are
+    allowed only for the same ``launch_id`` (the same instance, re-attested).
+    """
 
     __tablename__ = "used_tokens"
 
     token_digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex SHA-256
     attestation_id: Mapped[str] = mapped_column(String(36), nullable=False)
     expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    launch_id: Mapped[str | None] = mapped_column(String(255))
+
+
+class TokenRedemption(Base):
+    """One trusted redemption of a token, keyed by the SHA-256 of its TPMS_ATTEST.
+
+    The primary key refuses the very same certify evidence a second time
+    (a whole request replayed), also across worker processes.
+    """
+
+    __tablename__ = "token_redemptions"
+
+    certify_digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex
+    token_digest: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    attestation_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
 
 
 class ReceiptRow(Base):
