@@ -39,7 +39,7 @@ LAUNCHES = int(os.environ.get("TRUSTED_LAUNCH_BENCH_LAUNCHES", "50"))
 WARMUP = 2
 POLL_S = 0.005
 TIMEOUT_S = 60.0
-FAKE_RPC_POLL_S = 0.002
+FAKE_RPC_POLL_S = 0.01
 
 impl_fake.time = types.SimpleNamespace(
     time=time.time, sleep=lambda seconds: time.sleep(min(seconds, FAKE_RPC_POLL_S)))

@@ -19,7 +19,8 @@ def rows(report: dict) -> tuple[list, list]:
     steps = report.get("launch_steps_ms") or {}
     if not steps:
         return [], []
-    measured = [(f"swtpm launch,\nper-step p{q}", {s: steps[s][f"p{q}"] for s in STEPS if s in steps})
+    measured = [(f"swtpm launch,\nper-step p{q}",
+                 {s: steps[s][f"p{q}"] for s in STEPS if s in steps})
                 for q in (50, 95)]
     measured.append(("baseline: TPM only\n(Certify + decrypt)",
                      {"baseline": report.get("baseline_tpm_only_ms_p50") or 0.0}))

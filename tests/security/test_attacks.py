@@ -282,6 +282,7 @@ def test_certify_signature_forged(hosts, ttp, tenant):
      "USER_WITH_AUTH"),
     ("a storage parent", "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin",
      "ecc256:aes128cfb", "RESTRICTED"),
+    ("a signing key too", TRUSTED_ATTRIBUTES + "|sign", "ecc256:null:null", "SIGN_ENCRYPT"),
 ])
 def test_bind_key_with_wrong_attributes(hosts, ttp, tenant, label, attributes, params,
                                         missing):

@@ -101,7 +101,7 @@ def _report_faults() -> Iterator[None]:
 
 # -- PostgreSQL: a throw-away database per test --------------------------------------
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def postgres_url() -> Iterator[tuple[str, Callable[[str], None]]]:
     """(URL of a fresh database, run(sql) as the admin); dropped afterwards."""
     psycopg2 = pytest.importorskip("psycopg2")
@@ -126,10 +126,38 @@ def postgres_url() -> Iterator[tuple[str, Callable[[str], None]]]:
         admin.close()
 
 
+@pytest.fixture(scope="module")
+def pg_ttp(postgres_url, swtpm_state_cache, tls_ca, tmp_path_factory) -> Iterator[TTPServer]:
+    """A TTP of its own on a throw-away PostgreSQL database (killed and restarted here)."""
+    with running_ttp(tmp_path_factory.mktemp("fault-pg-ttp"), tls_ca=tls_ca,
+                     database_url=postgres_url[0],
+                     ek_ca_files=swtpm_state_cache.ca.ek_ca_certs) as ttp:
+        yield ttp
+
+
+@pytest.fixture(scope="module")
+def pg_host(pg_ttp, swtpm_state_cache) -> Iterator[Host]:
+    with _host_at(pg_ttp, swtpm_state_cache) as host:
+        yield host
+
+
+@pytest.fixture(scope="module")
+def sqlite_ttp(swtpm_state_cache, tls_ca, tmp_path_factory) -> Iterator[TTPServer]:
+    """A TTP of its own on SQLite (killed and restarted here)."""
+    with running_ttp(tmp_path_factory.mktemp("fault-sqlite-ttp"), tls_ca=tls_ca,
+                     ek_ca_files=swtpm_state_cache.ca.ek_ca_certs) as ttp:
+        yield ttp
+
+
+@pytest.fixture(scope="module")
+def sqlite_host(sqlite_ttp, swtpm_state_cache) -> Iterator[Host]:
+    with _host_at(sqlite_ttp, swtpm_state_cache) as host:
+        yield host
+
+
 # -- the TTP dies while a host waits for its answer ----------------------------------
 
-def test_ttp_killed_while_recording_the_decision(postgres_url, swtpm_state_cache, tls_ca,
-                                                 tenant, tmp_path):
+def test_ttp_killed_while_recording_the_decision(postgres_url, pg_ttp, pg_host, tenant):
     """Killed after verifying, while committing the release: nothing leaks, nothing is spent.
 
     The test locks the replay table, so the TTP blocks exactly where it
@@ -138,34 +166,31 @@ def test_ttp_killed_while_recording_the_decision(postgres_url, swtpm_state_cache
     """
     url, sql = postgres_url
     psycopg2 = pytest.importorskip("psycopg2")
-    with running_ttp(tmp_path / "ttp", tls_ca=tls_ca, database_url=url,
-                     ek_ca_files=swtpm_state_cache.ca.ek_ca_certs) as ttp, \
-            _host_at(ttp, swtpm_state_cache) as host:
-        token, nonce = tenant("high", server=ttp)
-        launch_id = _launch()
-        locker = psycopg2.connect(connect_timeout=3, **dict(PG, dbname=url.rsplit("/", 1)[1]))
-        try:
-            with locker.cursor() as cursor:
-                cursor.execute("LOCK TABLE used_tokens IN ACCESS EXCLUSIVE MODE")
-            thread, outcome = _in_background(lambda: host.runner.release(
-                ttp_client(ttp, timeout=60), token=token, launch_id=launch_id))
-            _wait_for(lambda: sql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                                  "'{db}' AND wait_event_type = 'Lock'")[0][0] > 0,
-                      "the TTP to block on the replay table")
-            ttp.process.kill()
-            ttp.process.wait(10)
-            FAULTS.append("TTP SIGKILL while recording")
-            thread.join(WAIT_S)
-        finally:
-            locker.rollback()
-            locker.close()
-        assert isinstance(outcome.get("error"), TTPUnreachable), outcome
-        print("\nhost saw:", outcome["error"])
-        assert "value" not in outcome
-        ttp.start()
-        assert _attestation_rows(ttp, launch_id) == 0
-        released = host.runner.release(ttp_client(ttp), token=token, launch_id=_launch())
-        assert released.nonce == nonce  # the token was not spent by the dead request
+    ttp, host = pg_ttp, pg_host
+    token, nonce = tenant("high", server=ttp)
+    launch_id = _launch()
+    locker = psycopg2.connect(connect_timeout=3, **dict(PG, dbname=url.rsplit("/", 1)[1]))
+    try:
+        with locker.cursor() as cursor:
+            cursor.execute("LOCK TABLE used_tokens IN ACCESS EXCLUSIVE MODE")
+        thread, outcome = _in_background(lambda: host.runner.release(
+            ttp_client(ttp, timeout=60), token=token, launch_id=launch_id))
+        _wait_for(lambda: sql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                              "'{db}' AND wait_event_type = 'Lock'")[0][0] > 0,
+                  "the TTP to block on the replay table")
+        ttp.process.kill()
+        ttp.process.wait(10)
+        FAULTS.append("TTP SIGKILL while recording")
+        thread.join(WAIT_S)
+    finally:
+        locker.rollback()
+        locker.close()
+    assert isinstance(outcome.get("error"), TTPUnreachable), outcome
+    assert "value" not in outcome
+    ttp.start()
+    assert _attestation_rows(ttp, launch_id) == 0
+    released = host.runner.release(ttp_client(ttp), token=token, launch_id=_launch())
+    assert released.nonce == nonce  # the token was not spent by the dead request
 
 
 def _established_to(port: int) -> bool:
@@ -178,30 +203,26 @@ def _established_to(port: int) -> bool:
     return False
 
 
-def test_ttp_killed_while_frozen_with_a_host_connected(swtpm_state_cache, tls_ca, tenant,
-                                                       tmp_path):
+def test_ttp_killed_while_frozen_with_a_host_connected(sqlite_ttp, sqlite_host, tenant):
     """SQLite variant: the TTP is frozen, the host connects and waits, the TTP dies."""
     import signal
 
-    with running_ttp(tmp_path / "ttp", tls_ca=tls_ca,
-                     ek_ca_files=swtpm_state_cache.ca.ek_ca_certs) as ttp, \
-            _host_at(ttp, swtpm_state_cache) as host:
-        token, nonce = tenant("high", server=ttp)
-        launch_id = _launch()
-        ttp.process.send_signal(signal.SIGSTOP)
-        thread, outcome = _in_background(lambda: host.runner.release(
-            ttp_client(ttp, timeout=60), token=token, launch_id=launch_id))
-        _wait_for(lambda: _established_to(ttp.port), "the host to connect")
-        ttp.process.kill()
-        ttp.process.wait(10)
-        FAULTS.append("TTP SIGKILL while frozen")
-        thread.join(WAIT_S)
-        assert isinstance(outcome.get("error"), TTPUnreachable), outcome
-        print("\nhost saw:", outcome["error"])
-        ttp.start()
-        assert _attestation_rows(ttp, launch_id) == 0
-        assert host.runner.release(ttp_client(ttp), token=token,
-                                   launch_id=_launch()).nonce == nonce
+    ttp, host = sqlite_ttp, sqlite_host
+    token, nonce = tenant("high", server=ttp)
+    launch_id = _launch()
+    ttp.process.send_signal(signal.SIGSTOP)
+    thread, outcome = _in_background(lambda: host.runner.release(
+        ttp_client(ttp, timeout=60), token=token, launch_id=launch_id))
+    _wait_for(lambda: _established_to(ttp.port), "the host to connect")
+    ttp.process.kill()
+    ttp.process.wait(10)
+    FAULTS.append("TTP SIGKILL while frozen")
+    thread.join(WAIT_S)
+    assert isinstance(outcome.get("error"), TTPUnreachable), outcome
+    ttp.start()
+    assert _attestation_rows(ttp, launch_id) == 0
+    assert host.runner.release(ttp_client(ttp), token=token,
+                               launch_id=_launch()).nonce == nonce
 
 
 # -- the database goes away and comes back -------------------------------------------
@@ -217,44 +238,38 @@ def _refused_with_503(host: Host, ttp: TTPServer, token: str) -> str:
     return answer.json()["error"]["check"]
 
 
-def test_postgresql_down_then_read_only_then_back(postgres_url, swtpm_state_cache, tls_ca,
-                                                  tenant, tmp_path):
-    url, sql = postgres_url
-    with running_ttp(tmp_path / "ttp", tls_ca=tls_ca, database_url=url,
-                     ek_ca_files=swtpm_state_cache.ca.ek_ca_certs) as ttp, \
-            _host_at(ttp, swtpm_state_cache) as host:
-        token, nonce = tenant("high", server=ttp)
-        sql("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false")
-        sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")
-        FAULTS.append("PostgreSQL refuses connections")
-        _refused_with_503(host, ttp, token)
-        # writes fail while reads work: the TTP verifies, cannot record, releases nothing
-        sql("ALTER DATABASE {db} SET default_transaction_read_only = on")
-        sql("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true")
-        FAULTS.append("PostgreSQL read-only")
+def test_postgresql_down_then_read_only_then_back(postgres_url, pg_ttp, pg_host, tenant):
+    _, sql = postgres_url
+    ttp, host = pg_ttp, pg_host
+    token, nonce = tenant("high", server=ttp)
+    sql("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false")
+    sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")
+    FAULTS.append("PostgreSQL refuses connections")
+    _refused_with_503(host, ttp, token)
+    # writes fail while reads work: the TTP verifies, cannot record, releases nothing
+    sql("ALTER DATABASE {db} SET default_transaction_read_only = on")
+    sql("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true")
+    FAULTS.append("PostgreSQL read-only")
+    assert _refused_with_503(host, ttp, token) == "database"
+    sql("ALTER DATABASE {db} RESET default_transaction_read_only")
+    sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")
+    released = host.runner.release(ttp_client(ttp), token=token, launch_id=_launch())
+    assert released.nonce == nonce
+
+
+def test_sqlite_file_made_immutable_then_writable(sqlite_ttp, sqlite_host, tenant):
+    ttp, host = sqlite_ttp, sqlite_host
+    database = ttp.directory / "ttp.sqlite"
+    token, nonce = tenant("high", server=ttp)
+    if subprocess.run(["chattr", "+i", str(database)], check=False).returncode != 0:
+        pytest.skip("chattr +i is not supported on this file system")
+    try:
+        FAULTS.append("SQLite file immutable")
         assert _refused_with_503(host, ttp, token) == "database"
-        sql("ALTER DATABASE {db} RESET default_transaction_read_only")
-        sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")
-        released = host.runner.release(ttp_client(ttp), token=token, launch_id=_launch())
-        assert released.nonce == nonce
-
-
-def test_sqlite_file_made_immutable_then_writable(swtpm_state_cache, tls_ca, tenant,
-                                                 tmp_path):
-    database = tmp_path / "ttp" / "ttp.sqlite"
-    with running_ttp(tmp_path / "ttp", tls_ca=tls_ca,
-                     ek_ca_files=swtpm_state_cache.ca.ek_ca_certs) as ttp, \
-            _host_at(ttp, swtpm_state_cache) as host:
-        token, nonce = tenant("high", server=ttp)
-        if subprocess.run(["chattr", "+i", str(database)], check=False).returncode != 0:
-            pytest.skip("chattr +i is not supported on this file system")
-        try:
-            FAULTS.append("SQLite file immutable")
-            assert _refused_with_503(host, ttp, token) == "database"
-        finally:
-            subprocess.run(["chattr", "-i", str(database)], check=True)
-        released = host.runner.release(ttp_client(ttp), token=token, launch_id=_launch())
-        assert released.nonce == nonce
+    finally:
+        subprocess.run(["chattr", "-i", str(database)], check=True)
+    released = host.runner.release(ttp_client(ttp), token=token, launch_id=_launch())
+    assert released.nonce == nonce
 
 
 # -- the TPM dies during a launch ----------------------------------------------------
@@ -269,7 +284,7 @@ def _runner_on_new_device(host: Host) -> tuple[TPMDevice, TrustedLaunchHost]:
 
 
 def test_swtpm_killed_between_attest_and_open(ttp, swtpm_state_cache, tenant):
-    with _host_at(ttp, swtpm_state_cache, index=3) as host:
+    with _host_at(ttp, swtpm_state_cache, index=2) as host:
         token, nonce = tenant("high")
         pending = host.runner.attest(ttp_client(ttp), token=token, launch_id=_launch())
         host.tpm.kill()
@@ -293,7 +308,7 @@ def test_swtpm_killed_between_attest_and_open(ttp, swtpm_state_cache, tenant):
 
 
 def test_swtpm_killed_before_certify_spends_no_token(ttp, swtpm_state_cache, tenant):
-    with _host_at(ttp, swtpm_state_cache, index=3) as host:
+    with _host_at(ttp, swtpm_state_cache, index=2) as host:
         token, nonce = tenant("high")
         host.tpm.kill()
         FAULTS.append("swtpm SIGKILL before certify")

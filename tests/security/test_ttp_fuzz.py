@@ -13,6 +13,9 @@ from __future__ import annotations
 import base64
 import collections
 import json
+import re
+import socket
+import ssl
 import string
 import urllib.parse
 import uuid
@@ -30,15 +33,17 @@ from trusted_launch.crypto.digest import digest_file
 
 pytestmark = pytest.mark.swtpm
 
-EXAMPLES = 60
+EXAMPLES = 100
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
                     suppress_health_check=list(HealthCheck))
 #: executions and answers by status, per target (printed with -s, asserted below)
 COUNTS: collections.Counter = collections.Counter()
+CHECKS: collections.Counter = collections.Counter()
 ATTESTATION_BINARY = ("bind_key_public", "certify_info", "certify_signature", "event_log")
 ATTESTATION_TEXT = ("host", "launch_id", "token", "ak_certificate", "bind_key_pcrs")
 ENROLLMENT_BINARY = ("ek_certificate", "ek_public", "ak_public")
 RESERVED_PROFILES = {"low", "medium", "high"}
+CHECK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 json_scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
                 | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=40))
@@ -109,8 +114,10 @@ def check_answer(response: requests.Response, target: str) -> None:
     if response.status_code >= 400:
         assert response.headers["Content-Type"].startswith("application/json"), response.text
         error = response.json()["error"]
+        CHECKS[f"{target} {response.status_code} {error.get('check')}"] += 1
         assert all(isinstance(error[key], str) and error[key]
                    for key in ("code", "check", "reason")), error
+        assert CHECK_NAME.fullmatch(error["check"]), error  # machine-readable
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +258,46 @@ def test_unknown_field_with_a_blank_name_is_named(ttp, session, path, name):
     assert answer.status_code == 400
 
 
+@SETTINGS
+@given(segment=st.binary(min_size=1, max_size=40),
+       route=st.sampled_from(["/v1/hosts/{}", "/v1/hosts/{}/activation",
+                              "/v1/hosts/{}/challenges", "/v1/hosts/{}/attestations",
+                              "/v1/profiles/{}", "/v1/attestations/{}", "/v1/{}", "/{}"]),
+       method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]))
+def test_paths_with_any_bytes(ttp, session, segment, route, method):
+    """Percent-encoded arbitrary bytes (invalid UTF-8 included) in every route."""
+    path = route.format(urllib.parse.quote(segment, safe=""))
+    check_answer(session.request(method, ttp.url + path, json={}, timeout=30), "paths")
+
+
+def _raw(ttp, request: bytes) -> bytes:
+    """The answer to raw bytes; a server that waits for more fails the test (timeout)."""
+    context = ssl.create_default_context(cafile=str(ttp.ca_file))
+    with socket.create_connection(("127.0.0.1", ttp.port), timeout=10) as plain, \
+            context.wrap_socket(plain, server_hostname="127.0.0.1") as tls:
+        tls.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = tls.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    COUNTS["raw http"] += 1
+    return answer
+
+
+@pytest.mark.parametrize(("label", "head", "body"), [
+    ("bad chunk size", "Transfer-Encoding: chunked", b"zz\r\n{}\r\n0\r\n\r\n"),
+    ("negative length", "Content-Length: -1", b"{}"),
+])
+def test_malformed_framing_is_400_at_once(ttp, label, head, body):
+    """Found by probing: a bad chunk size was a 500, a negative length hung a thread."""
+    answer = _raw(ttp, f"POST /v1/hosts HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                       f"application/json\r\n{head}\r\n\r\n".encode() + body)
+    assert _status(answer) == 400, (label, answer[:300])
+    assert b'"bad_request"' in answer
+
+
 # -- size and depth -------------------------------------------------------------------
 
 def _status(answer: bytes) -> int:
@@ -332,6 +379,7 @@ def test_schemathesis_every_operation(ttp, session):
 def test_fuzz_counts_and_server_health(ttp, session):
     """The server survived everything above and still answers; print what was sent."""
     print("\nfuzz executions:", dict(sorted(COUNTS.items())))
+    print("refusals by check:", dict(sorted(CHECKS.items())))
     assert session.get(ttp.url + "/v1/keys", timeout=30).status_code == 200
     assert "Traceback" not in ttp.log()
 
@@ -339,5 +387,6 @@ def test_fuzz_counts_and_server_health(ttp, session):
 def test_fuzz_left_no_profiles_behind(ttp, session):
     listed = {p["name"] for p in session.get(ttp.url + "/v1/profiles").json()["profiles"]}
     assert listed == RESERVED_PROFILES
+
 
 

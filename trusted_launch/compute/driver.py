@@ -44,7 +44,9 @@ weight of the host that refused it, as any failed build does.
 
 ``update_provider_tree`` reports ``CUSTOM_TRUSTED_SP_<NAME>`` for
 ``[trusted_launch] host_security_profile`` and every weaker profile, only
-while the host is ready, and removes other ``CUSTOM_TRUSTED_SP_*`` traits.
+while the host is ready and its last periodic attestation
+(:mod:`.host_monitor`, ``host_attestation_interval``) did not find it below
+that profile, and removes other ``CUSTOM_TRUSTED_SP_*`` traits.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from nova.virt.libvirt import imagecache
 from oslo_log import log as logging
 
 from trusted_launch.compute.errors import ImageDigestMismatch, LaunchRefused
+from trusted_launch.compute.host_monitor import HostMonitor, below
 from trusted_launch.compute.image_digest import BaseImageDigests, BaseImageMissing
 from trusted_launch.compute.launch import (
     HostIdentity,
@@ -68,6 +71,7 @@ from trusted_launch.compute.launch import (
     check_image_digest,
 )
 from trusted_launch.compute.nonce_injection import PendingNonces, create_config_drive_with_nonce
+from trusted_launch.compute.relaunch import TrustedRelaunchRefused, check_or_commit
 from trusted_launch.compute.ttp_client import TTPClient, check_ttp_url
 from trusted_launch.conf import compute as compute_conf
 from trusted_launch.conf import scheduler as scheduler_conf
@@ -198,11 +202,13 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         self.trusted_host: TrustedLaunchHost | None = None
         self.trusted_device: TPMDevice | None = None
         self.pool_refiller: PoolRefiller | None = None
+        self.host_monitor: HostMonitor | None = None
         self.not_ready_reason = "init_host has not run"
         self.host_security_profile: str | None = None
         self.base_image_digests = BaseImageDigests()
         self._pending_nonces = PendingNonces()
         self._launching: dict[str, TrustedLaunchRequest] = {}
+        self._relaunching: dict[str, str] = {}  # instance uuid -> the operation starting it
         self._ttp_clients: dict[str, TTPClient] = {}
 
     # Host set-up -----------------------------------------------------------------
@@ -234,10 +240,27 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             bind_key_pcrs=group.bind_key_pcrs)
         self.host_security_profile = group.host_security_profile
         self.pool_refiller.start()
+        self.host_monitor = self._start_host_monitor(device, group.host_name or host)
         LOG.info("trusted launch ready: TPM %s, host name %s, profile %s",
                  device.tcti, group.host_name or host, group.host_security_profile)
 
+    def _start_host_monitor(self, device: TPMDevice, host_name: str) -> HostMonitor | None:
+        """Periodic re-attestation, if an interval and a TTP are configured."""
+        group = CONF.trusted_launch
+        url = group.host_attestation_ttp_url or next(iter(group.allowed_ttp_urls), None)
+        if not group.host_attestation_interval or not url:
+            return None
+        monitor = HostMonitor(
+            device=device, ttp=self._ttp_client(check_ttp_url(url, [url])),
+            host_name=host_name, read_event_log=make_event_log_reader(group.event_log_path),
+            pcr_selection=group.bind_key_pcrs, ima_list_path=group.ima_measurement_list,
+            interval=group.host_attestation_interval)
+        monitor.start(initial_delay=None)
+        return monitor
+
     def cleanup_host(self, host: str) -> None:
+        if self.host_monitor is not None:
+            self.host_monitor.stop()
         if self.pool_refiller is not None:
             self.pool_refiller.stop()
         if self.trusted_device is not None:
@@ -249,9 +272,11 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
     def update_provider_tree(self, provider_tree, nodename, allocations=None) -> None:
         super().update_provider_tree(provider_tree, nodename, allocations=allocations)
         wanted = set()
-        if self.trusted_host is not None:
-            wanted = profile_traits(self.host_security_profile,
-                                    CONF.trusted_launch.security_profiles)
+        profiles = CONF.trusted_launch.security_profiles
+        monitor = self.host_monitor
+        if self.trusted_host is not None and not below(
+                monitor.last if monitor else None, self.host_security_profile, profiles):
+            wanted = profile_traits(self.host_security_profile, profiles)
         current = provider_tree.data(nodename).traits
         stale = {t for t in current if t.startswith(TRAIT_PREFIX)} - wanted
         if stale:
@@ -304,6 +329,9 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _create_configdrive(self, context, instance, injection_info, rescue=False):
         nonce = None if rescue else self._pending_nonces.pop(instance.uuid)
+        if nonce is not None and instance.uuid in self._relaunching and \
+                self._config_drive_exists(instance):
+            return None  # moved with the instance; N on it matched the commitment
         if nonce is None:
             if instance.uuid in self._launching and not rescue:
                 raise exception.BuildAbortException(
@@ -313,6 +341,106 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
                                                rescue=rescue)
         create_config_drive_with_nonce(self, context, instance, injection_info, nonce)
         return None
+
+    # Starting a launched guest again: moves, reboots, power on ----------------------
+    def finish_migration(self, context, migration, instance, disk_info, network_info,
+                         image_meta, resize_instance, allocations, block_device_info=None,
+                         power_on=True, share_info=None):
+        """Cold migration / resize: the destination runs the protocol before the guest."""
+        request = self._relaunch_request(instance, "cold migration or resize")
+        if request is not None:
+            self._launching[instance.uuid] = request
+            self._relaunching[instance.uuid] = "cold migration or resize"
+        try:
+            return super().finish_migration(
+                context, migration, instance, disk_info, network_info, image_meta,
+                resize_instance, allocations, block_device_info=block_device_info,
+                power_on=power_on, share_info=share_info)
+        finally:
+            self._forget_launch(instance.uuid)
+
+    def finish_revert_migration(self, context, instance, network_info, migration,
+                                block_device_info=None, power_on=True, share_info=None):
+        """Revert resize: the source host re-attests before it starts the guest again."""
+        self._reattest(instance, "revert resize")
+        return super().finish_revert_migration(
+            context, instance, network_info, migration, block_device_info=block_device_info,
+            power_on=power_on, share_info=share_info)
+
+    def pre_live_migration(self, context, instance, block_device_info, network_info,
+                           disk_info, migrate_data):
+        """Live migration: the destination re-attests before it prepares any disk.
+
+        Nova 34 creates an empty ``disk.config`` here and libvirt's block
+        migration copies the source's drive into it, N included; the
+        re-released N is only compared with the commitment, then dropped.
+        """
+        self._reattest(instance, "live migration")
+        return super().pre_live_migration(context, instance, block_device_info,
+                                          network_info, disk_info, migrate_data)
+
+    def _hard_reboot(self, context, instance, network_info, share_info,
+                     block_device_info=None, accel_info=None):
+        """Hard reboot, power on, resume after a host reboot: re-attest this host first.
+
+        On a refusal the guest is stopped if it still runs (fail closed: the
+        host's state may have changed since the guest started) and not started.
+        """
+        try:
+            self._reattest(instance, "hard reboot or power on")
+        except TrustedRelaunchRefused:
+            self._stop_refused_guest(instance)
+            raise
+        return super()._hard_reboot(context, instance, network_info, share_info,
+                                    block_device_info=block_device_info,
+                                    accel_info=accel_info)
+
+    def _soft_reboot(self, instance):
+        self._reattest(instance, "soft reboot")
+        return super()._soft_reboot(instance)
+
+    def _relaunch_request(self, instance, operation: str) -> TrustedLaunchRequest | None:
+        try:
+            return trusted_launch_request(instance.metadata)
+        except ValueError as exc:
+            raise TrustedRelaunchRefused(operation=operation, reason=str(exc)) from None
+
+    def _reattest(self, instance, operation: str) -> None:
+        """Run steps 5-12 again for a guest about to start; the same N or a refusal."""
+        request = self._relaunch_request(instance, operation)
+        if request is None:
+            return
+        if self.trusted_host is None:
+            raise TrustedRelaunchRefused(
+                operation=operation,
+                reason=f"trusted launch is not available on this host: {self.not_ready_reason}")
+        timer = StepTimer()
+        try:
+            secrets = self._release(instance, request, timer)
+            check_or_commit(instance.system_metadata, instance.uuid, secrets.nonce)
+        except LaunchRefused as exc:
+            raise TrustedRelaunchRefused(operation=operation,
+                                         reason=_fault_reason(exc)) from None
+        except TrustedHostNotReady as exc:
+            raise TrustedRelaunchRefused(operation=operation, reason=str(exc)) from None
+        LOG.info("trusted launch: this host re-attested for %s (%s)", operation,
+                 ", ".join(f"{k} {v:.0f} ms" for k, v in timer.steps.items()),
+                 instance=instance)
+
+    def _stop_refused_guest(self, instance) -> None:
+        try:
+            self._destroy(instance)
+        except exception.NovaException as exc:
+            LOG.error("could not stop the guest after the refusal: %s", exc, instance=instance)
+
+    def _forget_launch(self, instance_uuid: str) -> None:
+        self._launching.pop(instance_uuid, None)
+        self._relaunching.pop(instance_uuid, None)
+        self._pending_nonces.pop(instance_uuid)
+
+    def _config_drive_exists(self, instance) -> bool:
+        return self.image_backend.by_name(instance, "disk.config",
+                                          self._get_disk_config_image_type()).exists()
 
     # The protocol ------------------------------------------------------------------
     def _run_trusted_launch(self, instance, request: TrustedLaunchRequest,
@@ -330,7 +458,12 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         except ImageDigestMismatch as exc:
             raise exception.ImageUnacceptable(image_id=image_id,
                                               reason=_fault_reason(exc)) from None
+            check_or_commit(instance.system_metadata, instance.uuid, secrets.nonce)
         except LaunchRefused as exc:
+            operation = self._relaunching.get(instance.uuid)
+            if operation is not None:
+                raise TrustedRelaunchRefused(operation=operation,
+                                             reason=_fault_reason(exc)) from None
             raise exception.BuildAbortException(instance_uuid=instance.uuid,
                                                 reason=_fault_reason(exc)) from None
         self._pending_nonces.put(instance.uuid, secrets.nonce)

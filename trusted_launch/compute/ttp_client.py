@@ -54,6 +54,14 @@ class TTPClient:
         """POST /v1/hosts/{host}/activation: the AK certificate."""
         return self._post(f"/v1/hosts/{host}/activation", body)
 
+    def host_challenge(self, host: str) -> dict:
+        """POST /v1/hosts/{host}/challenges: a fresh, single-use quote nonce."""
+        return self._post(f"/v1/hosts/{host}/challenges", {})
+
+    def host_attestation(self, host: str, body: Mapping[str, Any]) -> dict:
+        """POST /v1/hosts/{host}/attestations: a periodic quote; this host's status."""
+        return self._post(f"/v1/hosts/{host}/attestations", body)
+
     def _post(self, path: str, body: Mapping[str, Any]) -> dict:
         url = self.base_url + path
         try:

@@ -54,6 +54,23 @@ compute_opts = [
              "from its provider. Unset, or while the host's TPM or AK "
              "certificate is not usable: no such trait is reported. The TTP "
              "still judges every launch; the trait only guides scheduling."),
+    cfg.FloatOpt(
+        "host_attestation_interval", default=60.0, min=0.0,
+        help="Seconds between this host's periodic attestations: a TPM2_Quote over "
+             "bind_key_pcrs (and PCR 10 when ima_measurement_list is set) with a fresh "
+             "TTP nonce, sent with the event log and the new part of the IMA list to "
+             "POST /v1/hosts/{host}/attestations. The TTP stores the host's status and "
+             "announces changes; while the last status is below host_security_profile "
+             "the driver reports no CUSTOM_TRUSTED_SP_* trait. 0 disables."),
+    cfg.StrOpt(
+        "host_attestation_ttp_url",
+        help="Base URL of the TTP that receives the periodic attestations. Unset: the "
+             "first of allowed_ttp_urls (none: periodic attestation is off)."),
+    cfg.StrOpt(
+        "ima_measurement_list",
+        help="The IMA measurement list to send with periodic attestations, for example "
+             "/sys/kernel/security/ima/binary_runtime_measurements. Only the part after "
+             "what the TTP already replayed is sent. Unset: IMA is not attested."),
 ]
 
 

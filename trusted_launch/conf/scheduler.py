@@ -26,6 +26,49 @@ scheduler_opts = [
         help="Also read the requested profile from the server's metadata key "
              "trusted_sp (server create --property trusted_sp=high). Costs "
              "two database reads per scheduling request (never per host)."),
+    cfg.BoolOpt(
+        "host_status_enabled", default=False,
+        help="Also refuse hosts whose current trust status, as the TTP last judged it "
+             "from their periodic quotes, is below the requested profile. The status "
+             "is kept in memory, fed by a background notification listener "
+             "(trusted_launch.host.status) and the optional periodic pull below; "
+             "the filter itself makes no call per host or per request."),
+    cfg.StrOpt(
+        "host_status_transport_url", secret=True,
+        help="Transport URL of the bus the TTP sends host status notifications to. "
+             "Unset: [oslo_messaging_notifications] transport_url, else [DEFAULT] "
+             "transport_url."),
+    cfg.ListOpt(
+        "host_status_topics", default=["notifications"],
+        help="Notification topics to listen on for trusted_launch.host.status."),
+    cfg.StrOpt(
+        "host_status_pool",
+        help="Listener pool name: every pool gets its own copy of each notification, "
+             "so other consumers of the topic keep theirs. Unset: "
+             "trusted-launch-scheduler-<host name>. Scheduler workers on one host share "
+             "the pool and so split the notifications; the periodic pull bounds how "
+             "late a worker learns of a change it did not receive."),
+    cfg.StrOpt(
+        "host_status_ttp_url",
+        help="Base URL of the TTP to pull GET /v1/hosts?status=1 from every "
+             "host_status_pull_interval seconds, in a background thread. Unset: "
+             "notifications only."),
+    cfg.StrOpt(
+        "host_status_ttp_ca_file",
+        help="PEM CA bundle for the TTP's HTTPS certificate. Unset: the system store."),
+    cfg.IntOpt(
+        "host_status_pull_interval", default=60, min=1,
+        help="Seconds between two pulls of the host status listing from the TTP."),
+    cfg.IntOpt(
+        "host_status_max_age", default=300, min=1,
+        help="Seconds after which a host's good status no longer counts as current "
+             "(only matters with host_status_required). A status below the request "
+             "always refuses the host until a newer one arrives."),
+    cfg.BoolOpt(
+        "host_status_required", default=False,
+        help="Refuse hosts with no current status (never attested, or last judged more "
+             "than host_status_max_age seconds ago). Default: such hosts are judged by "
+             "their aggregate's profile alone."),
 ]
 
 

@@ -9,6 +9,7 @@ database_group = cfg.OptGroup("database", title="TTP database")
 keys_group = cfg.OptGroup("key_store", title="TTP token keys and attestation CA")
 enrollment_group = cfg.OptGroup("enrollment", title="Compute host enrollment")
 attestation_group = cfg.OptGroup("attestation", title="Launch attestation")
+host_status_group = cfg.OptGroup("host_status", title="Continuous host attestation")
 
 api_opts = [
     cfg.HostAddressOpt("bind_host", default="0.0.0.0",  # noqa: S104 - a service listener
@@ -71,12 +72,31 @@ attestation_opts = [
                     "the database at start-up if the profile is not there yet."),
 ]
 
+host_status_opts = [
+    cfg.IntOpt("challenge_ttl", default=60, min=1,
+               help="Seconds a host's quote nonce (POST /v1/hosts/{host}/challenges) "
+                    "stays valid; each nonce is accepted once."),
+    cfg.BoolOpt("notifications_enabled", default=False,
+                help="Emit trusted_launch.host.status notifications (oslo.messaging, "
+                     "messagingv2) when a host's status changes: WARN when it drops to a "
+                     "weaker profile or to untrusted, INFO otherwise. Payload: host, "
+                     "profile, previous_profile, reason, time."),
+    cfg.StrOpt("notification_transport_url", secret=True,
+               help="oslo.messaging transport URL for the host status notifications, for "
+                    "example rabbit://user:password@host:5672/. Unset: "
+                    "[oslo_messaging_notifications] transport_url, else "
+                    "[DEFAULT] transport_url."),
+    cfg.ListOpt("notification_topics", default=["notifications"],
+                help="Topics the host status notifications are sent to."),
+]
+
 _GROUPS = [
     (api_group, api_opts),
     (database_group, database_opts),
     (keys_group, keys_opts),
     (enrollment_group, enrollment_opts),
     (attestation_group, attestation_opts),
+    (host_status_group, host_status_opts),
 ]
 
 

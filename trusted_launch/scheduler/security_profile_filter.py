@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import nova.conf
@@ -11,6 +15,12 @@ from oslo_log import log as logging
 
 from trusted_launch.conf import scheduler as scheduler_conf
 from trusted_launch.scheduler import requirement
+from trusted_launch.scheduler.host_status import (
+    HostTrust,
+    HostTrustStatus,
+    StatusFeed,
+    ttp_status_pull,
+)
 from trusted_launch.scheduler.levels import ProfileLevels, levels_for
 
 LOG = logging.getLogger(__name__)
@@ -20,6 +30,47 @@ scheduler_conf.register_opts(CONF)
 #: Rank of a host whose aggregate names a profile that is not configured.
 UNKNOWN_PROFILE_RANK = -1
 _UNSEEN = object()
+_FEED: StatusFeed | None = None
+_FEED_LOCK = threading.Lock()
+
+
+def _configured_rank(name: str) -> int | None:
+    return levels_for(tuple(CONF.trusted_launch.security_profiles)).rank(name)
+
+
+def host_trust_status() -> HostTrustStatus:
+    """This process's host status cache, its feed started on first use (after any fork)."""
+    global _FEED
+    feed = _FEED
+    if feed is not None and feed.pid == os.getpid():
+        return feed.status
+    with _FEED_LOCK:
+        if _FEED is None or _FEED.pid != os.getpid():
+            _FEED = _make_feed()
+            _FEED.start()
+        return _FEED.status
+
+
+def _make_feed() -> StatusFeed:
+    group = CONF.trusted_launch
+    pull = None
+    if group.host_status_ttp_url:
+        pull = ttp_status_pull(group.host_status_ttp_url, ca_file=group.host_status_ttp_ca_file)
+    return StatusFeed(HostTrustStatus(_configured_rank),
+                      transport_url=group.host_status_transport_url,
+                      topics=group.host_status_topics,
+                      pool=group.host_status_pool or
+                      f"trusted-launch-scheduler-{socket.gethostname()}",
+                      pull=pull, pull_interval=group.host_status_pull_interval, conf=CONF)
+
+
+def _trust_allows(trust: HostTrust | None, rank: int, fresh_after: float | None) -> bool:
+    """A known status below ``rank`` refuses; with ``fresh_after``, so does no current one."""
+    if trust is None:
+        return fresh_after is None
+    if trust.rank is None or trust.rank < rank:
+        return False
+    return fresh_after is None or trust.as_of >= fresh_after
 
 
 class SecurityProfileFilter(filters.BaseHostFilter):
@@ -36,7 +87,10 @@ class SecurityProfileFilter(filters.BaseHostFilter):
     * request for profile P: hosts whose profile is P or stricter pass; hosts
       in no profile aggregate do not;
     * request naming an unknown or malformed profile, or whose server metadata
-      cannot be read: no host passes.
+      cannot be read: no host passes;
+    * with ``host_status_enabled``: a host whose current status (the TTP's last
+      judgement of its periodic quote, :mod:`trusted_launch.scheduler.host_status`)
+      is below the request does not pass either, whatever its aggregate says.
     """
 
     # The requirement and aggregate membership are the same for every instance
@@ -69,6 +123,8 @@ class SecurityProfileFilter(filters.BaseHostFilter):
         cache: dict[int, int | None] = {}
         passed = [host for host in hosts
                   if self._passes(self._host_rank(host, key, levels, cache), wanted)]
+        if CONF.trusted_launch.host_status_enabled:
+            passed = self._current_status_allows(passed, wanted, host_trust_status().snapshot())
         LOG.debug("SecurityProfileFilter: %d of %d hosts satisfy profile %s requested by %s",
                   len(passed), len(hosts), wanted.profile, ", ".join(wanted.sources))
         return passed
@@ -76,6 +132,17 @@ class SecurityProfileFilter(filters.BaseHostFilter):
     def host_passes(self, host_state: Any, spec_obj: Any) -> bool:
         """True if this one host satisfies the request (resolves it per call)."""
         return bool(self.filter_all([host_state], spec_obj))
+
+    @staticmethod
+    def _current_status_allows(hosts: list[Any], wanted: requirement.Requirement,
+                               statuses: Mapping[str, HostTrust]) -> list[Any]:
+        """Drop hosts whose current status is below the request: one dict lookup each."""
+        group = CONF.trusted_launch
+        fresh_after = (time.time() - group.host_status_max_age
+                       if group.host_status_required else None)
+        rank = wanted.rank
+        return [host for host in hosts
+                if _trust_allows(statuses.get(host.host), rank, fresh_after)]
 
     @staticmethod
     def _levels() -> ProfileLevels:

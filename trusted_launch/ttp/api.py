@@ -29,6 +29,7 @@ from trusted_launch.ttp.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from trusted_launch.ttp.host_status import HostStatusService
 from trusted_launch.ttp.keystore import KeyStoreError, TokenKeyStore
 from trusted_launch.ttp.openapi import openapi_document
 from trusted_launch.ttp.profiles import ProfileStore
@@ -106,9 +107,11 @@ class TTPApplication:
     def __init__(self, *, db: TTPDatabase, token_keys: TokenKeyStore, enrollment: Enrollment,
                  profiles: ProfileStore, attestations: AttestationService,
                  admin_token_hash: str | None, limits: Limits,
-                 receipts: ReceiptIssuer | None = None) -> None:
+                 receipts: ReceiptIssuer | None = None,
+                 host_status: HostStatusService | None = None) -> None:
         self.db, self.token_keys, self.enrollment = db, token_keys, enrollment
         self.profiles, self.attestations, self.receipts = profiles, attestations, receipts
+        self.host_status = host_status
         self.admin_token_hash = (admin_token_hash or "").lower() or None
         self.limits = limits
         self.routes: list[tuple[re.Pattern, dict[str, Callable]]] = [
@@ -116,9 +119,11 @@ class TTPApplication:
             (re.compile(r"^/v1/?$"), {"GET": self.version}),
             (re.compile(r"^/v1/openapi\.json$"), {"GET": self.openapi}),
             (re.compile(r"^/v1/keys$"), {"GET": self.keys}),
-            (re.compile(r"^/v1/hosts$"), {"POST": self.enroll}),
+            (re.compile(r"^/v1/hosts$"), {"POST": self.enroll, "GET": self.list_hosts}),
             (re.compile(rf"^/v1/hosts/{_NAME}$"), {"GET": self.get_host}),
             (re.compile(rf"^/v1/hosts/{_NAME}/activation$"), {"POST": self.activate}),
+            (re.compile(rf"^/v1/hosts/{_NAME}/challenges$"), {"POST": self.host_challenge}),
+            (re.compile(rf"^/v1/hosts/{_NAME}/attestations$"), {"POST": self.host_attest}),
             (re.compile(r"^/v1/profiles$"), {"GET": self.list_profiles}),
             (re.compile(rf"^/v1/profiles/{_NAME}$"), {
                 "GET": self.get_profile, "PUT": self.put_profile,
@@ -226,6 +231,23 @@ class TTPApplication:
             "host": host.name, "state": host.state,
             "ek_certificate_sha256": host.ek_cert_fingerprint, "ak_name": host.ak_name,
             "activated_at": host.activated_at.isoformat() + "Z" if host.activated_at else None})
+
+    def _host_status(self) -> HostStatusService:
+        if self.host_status is None:
+            raise NotFound("host_status", "this TTP does not attest hosts continuously")
+        return self.host_status
+
+    def list_hosts(self, request: webob.Request) -> webob.Response:
+        if request.GET.get("status") not in ("1", "true"):
+            raise BadRequest("status", "only GET /v1/hosts?status=1 (current host status) "
+                                       "is supported")
+        return json_response(200, self._host_status().statuses())
+
+    def host_challenge(self, request: webob.Request, name: str) -> webob.Response:
+        return json_response(201, self._host_status().challenge(name))
+
+    def host_attest(self, request: webob.Request, name: str) -> webob.Response:
+        return json_response(200, self._host_status().attest(name, self._json_body(request)))
 
     def list_profiles(self, request: webob.Request) -> webob.Response:
         return json_response(200, {"profiles": self.profiles.summaries()})

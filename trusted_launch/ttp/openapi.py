@@ -148,6 +148,30 @@ _SCHEMAS: dict = {
                               "reason": {"type": "string", "nullable": True},
                               "evidence_digests": {"type": "object", "additionalProperties":
                                                    {"type": "string"}}}},
+    "HostNonce": {"type": "object", "required": ["host", "nonce", "expires_at"], "properties": {
+        "host": {"type": "string"}, "nonce": _B64, "expires_at": {"type": "number"}}},
+    "HostQuote": {"type": "object", "additionalProperties": False,
+                  "required": ["nonce", "quote", "signature", "event_log"], "properties": {
+                      "nonce": _B64, "quote": {**_B64, "description": "TPMS_ATTEST"},
+                      "signature": {**_B64, "description": "TPMT_SIGNATURE"},
+                      "event_log": {**_B64, "description": "binary_bios_measurements"},
+                      "ima_log": {"type": "string", "format": "byte", "description":
+                                  "the IMA list from byte ima_offset on (the last entry "
+                                  "the TTP replayed, then new ones); needs PCR 10 quoted"},
+                      "ima_offset": {"type": "integer", "minimum": 0, "description":
+                                     "0 replays the whole list again"}}},
+    "HostStatus": {"type": "object", "required": ["host", "profile", "trusted", "checked_at"],
+                   "properties": {
+                       "host": {"type": "string"},
+                       "profile": {"type": "string", "nullable": True,
+                                   "description": "strongest profile met; null: untrusted"},
+                       "trusted": {"type": "boolean"},
+                       "check": {"type": "string", "nullable": True},
+                       "reason": {"type": "string", "nullable": True},
+                       "checked_at": {"type": "number"},
+                       "previous_profile": {"type": "string", "nullable": True},
+                       "ima_offset": {"type": "integer"},
+                       "ima_count": {"type": "integer", "nullable": True}}},
 }
 
 
@@ -177,7 +201,15 @@ _PATHS: dict = {
                                  "receipt_keys": {"type": "array",
                                                   "items": _ref("ReceiptKey")}}})},
                              "503": _error("Key store unavailable")}}},
-    "/v1/hosts": {"post": {
+    "/v1/hosts": {"get": {
+        "operationId": "listHostStatus", "summary": "Current trust status of every host",
+        "parameters": [{"name": "status", "in": "query", "required": True,
+                        "schema": {"type": "string", "enum": ["1", "true"]}}],
+        "responses": {"200": {"description": "Statuses", **_json({
+            "type": "object", "required": ["hosts"], "properties": {
+                "hosts": {"type": "array", "items": _ref("HostStatus")},
+                "now": {"type": "number"}}})},
+            "404": _error("Host status not enabled"), **_COMMON_ERRORS}}, "post": {
         "operationId": "enrollHost", "summary": "Start enrolling a compute host's TPM",
         "requestBody": {"required": True, **_json(_ref("EnrollmentRequest"))},
         "responses": {"201": {"description": "Credential challenge", **_json(_ref("Challenge"))},
@@ -194,6 +226,20 @@ _PATHS: dict = {
         "requestBody": {"required": True, **_json(_ref("Activation"))},
         "responses": {"200": {"description": "AK certificate", **_json(_ref("AKCertificate"))},
                       "403": _error("Activation failed"), "404": _error("Not enrolled"),
+                      **_COMMON_ERRORS, **_BODY_ERRORS}}},
+    "/v1/hosts/{host}/challenges": {"post": {
+        "operationId": "hostChallenge", "summary": "A fresh single-use nonce to quote over",
+        "parameters": _HOST_PARAM,
+        "responses": {"201": {"description": "Nonce", **_json(_ref("HostNonce"))},
+                      "403": _error("Host not enrolled and active"), **_COMMON_ERRORS}}},
+    "/v1/hosts/{host}/attestations": {"post": {
+        "operationId": "hostAttestation",
+        "summary": "Periodic quote of a host; its current status",
+        "parameters": _HOST_PARAM,
+        "requestBody": {"required": True, **_json(_ref("HostQuote"))},
+        "responses": {"200": {"description": "The host's status (maybe untrusted)",
+                              **_json(_ref("HostStatus"))},
+                      "403": _error("Not the host's evidence (nonce, AK); nothing changed"),
                       **_COMMON_ERRORS, **_BODY_ERRORS}}},
     "/v1/profiles": {"get": {
         "operationId": "listProfiles", "summary": "Security profiles, weakest first",

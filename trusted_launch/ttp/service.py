@@ -1,8 +1,14 @@
 """The attestation flow around the verifier: host and AK lookup, replay, durable audit.
 
 Order matters: the answer that carries the released secrets is produced
-only after the used-token row and the audit record are committed together,
-so a token is redeemed at most once even with several worker processes.
+only after the used-token row and the audit record are committed together.
+A token is bound to the launch id (instance uuid) that first redeems it,
+even with several worker processes: a later redemption for the same launch
+id (the instance moved, or re-attests before a restart; the host runs the
+whole protocol again) is allowed and audited as a re-attestation, one for
+another launch id is refused as ``token_replayed``, and so is the very same
+certify evidence presented twice (so concurrent identical requests yield
+exactly one release).
 """
 
 from __future__ import annotations
@@ -119,18 +125,29 @@ class AttestationService:
         return ak_public
 
     def _record(self, record: AttestationRecord, decision, **token) -> dict | None:
-        """Store the record (and its signed receipt, in one transaction); the receipt."""
+        """Store the record (and its signed receipt, in one transaction); the receipt.
+
+        A redemption that re-attests the token's own launch is logged as such.
+        """
         receipt = None
         if self.receipts is not None:
             receipt = self.receipts.issue(record, getattr(decision, "token_digest", None),
                                           getattr(decision, "token_facts", None))
         try:
-            self.db.record_attestation(record, receipt=receipt, **token)
+            first = self.db.record_attestation(record, receipt=receipt, **token)
         except DatabaseError as exc:
             LOG.error("attestation %s not recorded: %s", record.id, exc)
             raise ServiceUnavailable("database", "the audit record could not be stored; "
                                                  "nothing was released") from exc
+        if token:
+            self._log_redemption(record, first)
         return None if receipt is None else json.loads(receipt.document)
+
+    @staticmethod
+    def _log_redemption(record: AttestationRecord, first: str | None) -> None:
+        if first is not None:
+            LOG.info("attestation %s re-attests launch %s on host %s (token first redeemed "
+                     "in attestation %s)", record.id, record.launch_id, record.host, first)
 
     def _refuse(self, attestation_id: str, summary: RequestSummary, decision, check: str,
                 reason: str) -> tuple[int, dict]:
@@ -161,10 +178,11 @@ class AttestationService:
         expires_at = int(getattr(decision, "token_expires_at", 0) or 0)
         try:
             receipt = self._record(record, decision, token_digest=decision.token_digest,
+                                   certify_digest=decision.evidence_digests.get("certify_info"),
                                    expires_at=expires_at)
-        except TokenAlreadyUsed:
+        except TokenAlreadyUsed as exc:
             return self._refuse(str(uuid.uuid4()), summary, decision, "token_replayed",
-                                "this launch token was already redeemed")
+                                str(exc) or "this launch token was already redeemed")
         LOG.info("attestation %s trusted: host=%s launch=%s profile=%s satisfied=%s",
                  attestation_id, summary.host, summary.launch_id, decision.requested_profile,
                  decision.satisfied_profile)

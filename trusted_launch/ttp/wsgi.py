@@ -16,6 +16,8 @@ from trusted_launch.conf import ttp as ttp_conf
 from trusted_launch.ttp.api import Limits, TTPApplication
 from trusted_launch.ttp.db.api import TTPDatabase
 from trusted_launch.ttp.enrollment import Enrollment, load_ca_certificates
+from trusted_launch.ttp.host_notifications import HostStatusNotifier
+from trusted_launch.ttp.host_status import HostStatusService
 from trusted_launch.ttp.keystore import AttestationCA, TokenKeyStore
 from trusted_launch.ttp.profiles import ProfileStore
 from trusted_launch.ttp.receipts import ReceiptIssuer, ReceiptKey
@@ -53,8 +55,23 @@ def make_app(conf: cfg.ConfigOpts) -> TTPApplication:
     return TTPApplication(
         db=db, token_keys=keys, enrollment=enrollment, profiles=profiles,
         attestations=attestations, receipts=receipts,
+        host_status=make_host_status(conf, db, profiles),
         admin_token_hash=conf.api.admin_token_hash,
         limits=Limits(conf.api.max_request_body_size, conf.api.max_json_depth))
+
+
+def make_host_status(conf: cfg.ConfigOpts, db: TTPDatabase,
+                     profiles: ProfileStore) -> HostStatusService:
+    """Continuous host attestation as configured by [host_status]."""
+    from trusted_launch.evidence.tpm2 import PCRSelection
+    group = conf.host_status
+    notifier = None
+    if group.notifications_enabled:
+        notifier = HostStatusNotifier(group.notification_transport_url,
+                                      topics=group.notification_topics, conf=conf)
+    return HostStatusService(db, profiles.profile_set,
+                             PCRSelection.from_spec(conf.attestation.bind_key_pcrs),
+                             challenge_ttl=group.challenge_ttl, notifier=notifier)
 
 
 def load_config(config_files: list[str]) -> cfg.ConfigOpts:

@@ -73,19 +73,19 @@ def test_foreign_ak_certificate_is_refused(ttp_server: TTPServer, swtpm,
 
 def _record(verdict: str = "trusted") -> AttestationRecord:
     return AttestationRecord(id=str(uuid.uuid4()), requester="test", host="h",
-                             launch_id="l", verdict=verdict, requested_profile="low",
+                             launch_id=str(uuid.uuid4()), verdict=verdict, requested_profile="low",
                              satisfied_profile="low", evidence_digests={"event_log": "ab"})
 
 
 def test_replay_table_rejects_a_second_redemption(ttp_database_url: str) -> None:
     db_sync(ttp_database_url)  # idempotent on the session database
-    assert db_version(ttp_database_url) == "0002"
+    assert db_version(ttp_database_url) >= "0003"
     db = TTPDatabase(ttp_database_url)
     try:
         digest = secrets.token_bytes(32)
         first = _record()
         db.record_attestation(first, token_digest=digest, expires_at=2_000_000_000)
-        second = _record()
+        second = _record()  # another launch id
         with pytest.raises(TokenAlreadyUsed):
             db.record_attestation(second, token_digest=digest, expires_at=2_000_000_000)
         assert db.get_attestation(first.id).verdict == "trusted"

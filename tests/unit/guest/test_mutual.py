@@ -217,3 +217,23 @@ def test_pending_exchanges_are_bounded(config_drive):
 def test_bad_start_requests(agent, body, message):
     status, answer = send(agent.address, "/v1/mutual/start", body)
     assert status == 400 and message in answer["error"]
+
+
+def test_cli_verify_mutual_authorizes_the_key_only_with_the_right_n(vm, tmp_path, capsys):
+    from trusted_launch.cmd import cli
+    address, nonce, _, keys = vm
+    key_file = tmp_path / "id.pub"
+    key_file.write_text(ssh_host_key_line() + "\n")
+    wrong = tmp_path / "wrong-nonce"
+    wrong.write_text(os.urandom(32).hex())
+    argv = ["verify", "--server-id", SERVER_ID, "--address", address,
+            "--authorize-ssh-key", str(key_file)]
+    assert cli.main([*argv, "--nonce-file", str(wrong)]) == 1
+    assert "does not prove knowledge" in capsys.readouterr().err
+    assert not keys.exists()
+    right = tmp_path / "nonce"
+    right.write_text(nonce.hex())
+    assert cli.main([*argv, "--nonce-file", str(right)]) == 0
+    out = capsys.readouterr().out
+    assert "mutual: the VM verified" in out and "added to the VM's authorized_keys" in out
+    assert keys.read_text() == key_file.read_text()

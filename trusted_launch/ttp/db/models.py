@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, Double, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -122,3 +122,31 @@ class ReceiptRow(Base):
     receipt_auth: Mapped[str | None] = mapped_column(String(64))  # hex SHA-256
     document: Mapped[str] = mapped_column(Text, nullable=False)  # the signed receipt, JSON
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class HostChallenge(Base):
+    """A quote nonce handed to a host for continuous attestation: short-lived, single use.
+
+    Only the nonce's SHA-256 is kept; the row is deleted when the nonce is presented.
+    """
+
+    __tablename__ = "host_challenges"
+
+    nonce_digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex SHA-256
+    host: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
+    expires_at: Mapped[float] = mapped_column(Double, nullable=False)  # unix seconds
+
+
+class HostStatusRow(Base):
+    """A host's current trust status from its latest periodic quote, and its IMA replay state."""
+
+    __tablename__ = "host_status"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    profile: Mapped[str | None] = mapped_column(String(64))  # highest satisfied; None: none
+    check: Mapped[str | None] = mapped_column(String(64))  # why not trusted (or weaker)
+    reason: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[float] = mapped_column(Double, nullable=False)  # unix seconds
+    ima_state: Mapped[str | None] = mapped_column(Text)  # ImaReplayState.to_json(), absolute
+    ima_offset: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    ima_failed: Mapped[str] = mapped_column(Text, nullable=False, default="{}")  # profile->why

@@ -1,0 +1,207 @@
+"""Every path that starts a trusted guest again re-attests the host that starts it.
+
+Nova's libvirt functional harness as in :mod:`tests.nova.test_trusted_compute`
+(real Nova 34, real TTP over HTTPS, one real swtpm per host, fakelibvirt),
+with three hosts: ``host-a`` and ``host-c`` meet ``high`` (Secure Boot log),
+``host-b`` only ``low``. The TTP's audit trail (its own database) shows which
+host attested which launch id, and when it was a re-attestation.
+"""
+
+from __future__ import annotations
+
+# Nova's functional package must be imported before anything imports eventlet.
+import nova.tests.functional  # noqa: F401
+
+# isort: split
+
+import sqlite3
+
+import fixtures
+import pytest
+from nova import context as nova_context
+from nova import objects
+from nova.tests.functional.libvirt import base as libvirt_base
+
+from tests.fixtures.swtpm import swtpm_state_cache  # noqa: F401
+from tests.fixtures.ttp import CertificateAuthority
+from tests.nova import test_trusted_compute as compute_tests
+from tests.nova.base import HOST_ATTR
+from tests.nova.trusted_env import NO_SECURE_BOOT_LOG, SECUREBOOT_LOG, TrustedEnvironment
+from trusted_launch.compute.nonce_injection import NONCE_PATH
+from trusted_launch.compute.relaunch import COMMITMENT_KEY, nonce_commitment
+from trusted_launch.sandbox.swtpm import extend_pcr
+
+pytestmark = [pytest.mark.swtpm]
+
+HOST_LOGS = {"host-a": SECUREBOOT_LOG, "host-b": NO_SECURE_BOOT_LOG, "host-c": SECUREBOOT_LOG}
+HOST_PROFILES = {"host-a": "high", "host-b": "low", "host-c": "high"}
+IMAGE_BYTES = compute_tests.IMAGE_BYTES
+HIGH_HOSTS = {"host-a", "host-c"}
+
+
+@pytest.fixture(scope="module")
+def trusted_env(tmp_path_factory, swtpm_state_cache):  # noqa: F811
+    """The TTP and three enrolled swtpm hosts, shared by every test of this module."""
+    ca = CertificateAuthority(tmp_path_factory.mktemp("moves-ttp-pki"))
+    env = TrustedEnvironment(tmp_path_factory.mktemp("moves-env"), swtpm_state_cache, ca)
+    try:
+        env.start(HOST_LOGS)
+        yield env
+    finally:
+        env.stop()
+
+
+@pytest.fixture(scope="class")
+def _bind_trusted_env(request, trusted_env) -> None:
+    """The base class asks for this fixture by name; here it binds the three-host env."""
+    request.cls.env = trusted_env
+
+
+class TrustedMovesTest(libvirt_base.LibvirtMigrationMixin,
+                       compute_tests.TrustedComputeTestBase):
+    """Moves, rebuild and restarts of a server launched on a ``high`` host."""
+
+    def setUp(self) -> None:
+        self._changed_tpms: list[str] = []
+        self.addCleanup(self._reset_changed_tpms)  # runs after the computes stopped
+        self.server: dict = {}
+        super().setUp()  # starts host-a and host-b (the base module's hosts)
+        self._start_trusted_compute("host-c")
+        self.admin_api.add_host_to_aggregate(self.aggregates["high"], "host-c")
+        self.useFixture(fixtures.MockPatch(
+            "nova.virt.libvirt.driver.LibvirtDriver.migrate_disk_and_power_off",
+            return_value="{}"))
+
+    def _start_trusted_compute(self, name: str) -> None:
+        host = self.env.hosts[name]
+        self.flags(tcti=host.tpm.tcti, event_log_path=str(host.event_log_file),
+                   ak_certificate_file=str(host.ak_cert_file),
+                   host_security_profile=HOST_PROFILES[name], bind_key_pool_size=1,
+                   allowed_ttp_urls=[self.env.ttp_url], ttp_ca_file=str(self.env.ca.cert_file),
+                   ttp_connect_retries=0, ttp_timeout=10, group="trusted_launch")
+        self.start_compute(hostname=name)
+
+    def _reset_changed_tpms(self) -> None:
+        """Power-cycle and re-boot each TPM a test measured into (PCRs back to the log)."""
+        for name in self._changed_tpms:
+            host = self.env.hosts[name]
+            host.tpm.restart()
+            host.tpm.boot(HOST_LOGS[name])
+
+    # Helpers -------------------------------------------------------------------------
+    def _trusted_server(self) -> tuple[dict, bytes]:
+        token, nonce = self.env.make_token("high", IMAGE_BYTES)
+        server = self._boot(token=token)
+        self.assertIn(server[HOST_ATTR], HIGH_HOSTS)
+        self.server = server
+        return server, nonce
+
+    def _decisions(self, launch_id: str) -> list[tuple[str, str, str | None, str | None]]:
+        """(host, verdict, check, reason) of each TTP decision about ``launch_id``, in order."""
+        with sqlite3.connect(self.env.directory / "ttp" / "ttp.sqlite") as connection:
+            return list(connection.execute(
+                "SELECT host, verdict, \"check\", reason FROM attestations "
+                "WHERE launch_id = ? ORDER BY created_at", (launch_id,)))
+
+    def _assert_re_attested(self, server_id: str, host: str, count: int = 2) -> None:
+        decisions = self._decisions(server_id)
+        self.assertEqual(count, len(decisions), decisions)
+        self.assertEqual("trusted", decisions[0][1])
+        latest_host, verdict, _check, reason = decisions[-1]
+        self.assertEqual((host, "trusted"), (latest_host, verdict), decisions)
+        self.assertTrue(reason.startswith(f"re-attestation of launch {server_id}"), reason)
+
+    def _other_high_host(self, host: str) -> str:
+        return (HIGH_HOSTS - {host}).pop()
+
+    def _system_metadata(self, server_id: str) -> dict:
+        ctxt = nova_context.get_admin_context()
+        return objects.Instance.get_by_uuid(ctxt, server_id,
+                                            expected_attrs=["system_metadata"]).system_metadata
+
+    def _force_down(self, host: str) -> None:
+        self.computes[host].stop()
+        service_id = self.admin_api.get_services(host=host, binary="nova-compute")[0]["id"]
+        self.admin_api.put_service(service_id, {"forced_down": "true"})
+
+    # Tests ---------------------------------------------------------------------------
+    def test_first_launch_records_a_commitment_not_the_nonce(self) -> None:
+        server, nonce = self._trusted_server()
+        recorded = self._system_metadata(server["id"])[COMMITMENT_KEY]
+        self.assertEqual(nonce_commitment(nonce, server["id"]), recorded)
+        self.assertNotIn(nonce.hex(), recorded)
+        self.assertEqual(1, len(self._decisions(server["id"])))
+
+    def test_cold_migration_re_attests_the_destination(self) -> None:
+        server, nonce = self._trusted_server()
+        target = self._other_high_host(server[HOST_ATTR])
+        server = self._migrate_server(server)
+        self.assertEqual(target, server[HOST_ATTR])
+        server = self._confirm_resize(server)
+        self._assert_re_attested(server["id"], target)
+        self.assertEqual(nonce.hex().encode() + b"\n",
+                         self._config_drive_file(server["id"], NONCE_PATH))
+
+    def test_evacuate_re_attests_the_destination(self) -> None:
+        server, _nonce = self._trusted_server()
+        source = server[HOST_ATTR]
+        target = self._other_high_host(source)
+        self._force_down(source)
+        server = self._evacuate_server(server, expected_host=target)  # 2.95+: stopped
+        self._assert_re_attested(server["id"], target)
+
+    def test_rebuild_re_attests_the_host(self) -> None:
+        server, nonce = self._trusted_server()
+        server = self._rebuild_server(server, self.image_id)
+        self._assert_re_attested(server["id"], server[HOST_ATTR])
+        self.assertEqual(nonce.hex().encode() + b"\n",
+                         self._config_drive_file(server["id"], NONCE_PATH))
+
+    def test_live_migration_to_a_trusted_destination_re_attests_it(self) -> None:
+        server, _nonce = self._trusted_server()
+        self.src = self.computes[server[HOST_ATTR]]
+        target = self._other_high_host(server[HOST_ATTR])
+        self.dest = self.computes[target]
+        server = self._live_migrate(server)
+        self.assertEqual(target, server[HOST_ATTR])
+        self._assert_re_attested(server["id"], target)
+
+    def test_live_migration_forced_to_a_failing_host_is_refused_by_its_driver(self) -> None:
+        server, _nonce = self._trusted_server()
+        source = server[HOST_ATTR]
+        self.src, self.dest = self.computes[source], self.computes["host-b"]
+        self.api.microversion = "2.67"  # the last version whose "force" skips the scheduler
+        self.addCleanup(setattr, self.api, "microversion", "latest")
+        self.api.post_server_action(server["id"], {"os-migrateLive": {
+            "host": "host-b", "block_migration": "auto", "force": True}})
+        self._wait_for_migration_status(server, ["error"])
+        server = self._wait_for_state_change(server, "ACTIVE")
+        self.assertEqual(source, server[HOST_ATTR])
+        self.assertFalse(self.migrate_stub_ran)
+        host, verdict, check, _reason = self._decisions(server["id"])[-1]
+        self.assertEqual(("host-b", "refused", "profile_policy"), (host, verdict, check))
+
+    def test_hard_reboot_after_the_hosts_pcrs_changed_is_refused(self) -> None:
+        server, _nonce = self._trusted_server()
+        host = server[HOST_ATTR]
+        self._changed_tpms.append(host)
+        extend_pcr(self.computes[host].driver.trusted_device, 7, b"unexpected boot component")
+        server = self._reboot_server(server, hard=True, expected_state="ERROR")
+        self.assertIn("Trusted launch refused", server["fault"]["message"])
+        self.assertIn("hard reboot", server["fault"]["message"])
+        domains = self.computes[host].driver._host.get_connection().listAllDomains(
+            compute_tests.fakelibvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        self.assertEqual([], [d.UUIDString() for d in domains if d.UUIDString() == server["id"]])
+
+    def test_power_on_re_attests_the_host(self) -> None:
+        server, _nonce = self._trusted_server()
+        server = self._stop_server(server)
+        server = self._start_server(server)
+        self._assert_re_attested(server["id"], server[HOST_ATTR])
+
+    def test_token_replayed_to_a_different_server_is_still_refused(self) -> None:
+        token, _nonce = self.env.make_token("high", IMAGE_BYTES)
+        self._boot(token=token)
+        server = self._boot(token=token, expected_state="ERROR")
+        self.assertIn("token_replayed", server["fault"]["message"])
+        self.assertIn("another launch", server["fault"]["message"])

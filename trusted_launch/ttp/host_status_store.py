@@ -1,0 +1,119 @@
+"""Database access for continuous host attestation: quote nonces and host status rows.
+
+Uses the TTP database's short transactions; nonces are stored as SHA-256 only
+and deleted on first presentation, so each is accepted at most once even with
+several worker processes.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, select
+
+from trusted_launch.ttp.db.api import TTPDatabase
+from trusted_launch.ttp.db.models import HostChallenge, HostStatusRow
+
+MAX_CHALLENGES_PER_HOST = 16
+
+
+class NonceState(enum.Enum):
+    """What presenting a nonce found."""
+
+    FRESH = "fresh"
+    UNKNOWN = "unknown"  # never issued to this host, or already used
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class StoredHostStatus:
+    """A host's stored status; ``ima_state`` is ImaReplayState JSON (absolute offsets)."""
+
+    host: str
+    profile: str | None
+    check: str | None
+    reason: str | None
+    checked_at: float
+    ima_state: dict | None = None
+    ima_offset: int = 0
+    ima_failed: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The public form (GET /v1/hosts?status=1): no IMA replay internals."""
+        return {"host": self.host, "profile": self.profile, "trusted": self.profile is not None,
+                "check": self.check, "reason": self.reason, "checked_at": self.checked_at}
+
+
+def _from_row(row: HostStatusRow) -> StoredHostStatus:
+    return StoredHostStatus(
+        host=row.host, profile=row.profile, check=row.check, reason=row.reason,
+        checked_at=row.checked_at,
+        ima_state=json.loads(row.ima_state) if row.ima_state else None,
+        ima_offset=row.ima_offset or 0, ima_failed=json.loads(row.ima_failed or "{}"))
+
+
+class HostStatusStore:
+    """Quote nonces and host status rows in the TTP database."""
+
+    def __init__(self, db: TTPDatabase) -> None:
+        self.db = db
+
+    def add_challenge(self, host: str, nonce_digest: str, expires_at: float, now: float) -> None:
+        """Store a nonce digest for ``host``; drop its expired and surplus challenges."""
+        with self.db._transaction() as session:
+            session.execute(delete(HostChallenge).where(HostChallenge.host == host,
+                                                        HostChallenge.expires_at < now))
+            live = list(session.scalars(select(HostChallenge.nonce_digest)
+                                        .where(HostChallenge.host == host)
+                                        .order_by(HostChallenge.expires_at)))
+            surplus = live[:max(0, len(live) - MAX_CHALLENGES_PER_HOST + 1)]
+            if surplus:
+                session.execute(delete(HostChallenge).where(
+                    HostChallenge.nonce_digest.in_(surplus)))
+            session.add(HostChallenge(nonce_digest=nonce_digest, host=host,
+                                      expires_at=expires_at))
+
+    def consume_challenge(self, host: str, nonce_digest: str, now: float) -> NonceState:
+        """Delete the nonce's row (whatever it says) and tell whether it was fresh."""
+        with self.db._transaction() as session:
+            row = session.scalar(select(HostChallenge).where(
+                HostChallenge.nonce_digest == nonce_digest,
+                HostChallenge.host == host).with_for_update())
+            if row is None:
+                return NonceState.UNKNOWN
+            expired = row.expires_at < now
+            deleted = session.execute(delete(HostChallenge).where(
+                HostChallenge.nonce_digest == nonce_digest)).rowcount
+        if deleted != 1:
+            return NonceState.UNKNOWN  # a concurrent request used it first
+        return NonceState.EXPIRED if expired else NonceState.FRESH
+
+    def get(self, host: str) -> StoredHostStatus | None:
+        """The host's stored status, or None before its first periodic quote."""
+        with self.db._transaction() as session:
+            row = session.get(HostStatusRow, host)
+            return None if row is None else _from_row(row)
+
+    def save(self, status: StoredHostStatus) -> StoredHostStatus | None:
+        """Store ``status``; return the one it replaces (None if it is the first)."""
+        with self.db._transaction() as session:
+            row = session.scalar(select(HostStatusRow).where(
+                HostStatusRow.host == status.host).with_for_update())
+            previous = None if row is None else _from_row(row)
+            if row is None:
+                row = HostStatusRow(host=status.host)
+                session.add(row)
+            row.profile, row.check, row.reason = status.profile, status.check, status.reason
+            row.checked_at = status.checked_at
+            row.ima_state = None if status.ima_state is None else json.dumps(status.ima_state)
+            row.ima_offset = status.ima_offset
+            row.ima_failed = json.dumps(status.ima_failed, sort_keys=True)
+            return previous
+
+    def all(self) -> list[StoredHostStatus]:
+        """Every host's status, by host name."""
+        with self.db._transaction() as session:
+            return [_from_row(row) for row in
+                    session.scalars(select(HostStatusRow).order_by(HostStatusRow.host))]
