@@ -309,8 +309,13 @@ def nova_launch_times(tmp: pathlib.Path) -> tuple[dict | None, str]:
     if result.returncode != 0 or not out.exists():
         tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
         return None, f"Nova launch comparison failed: {' / '.join(tail)}"
-    samples = json.loads(out.read_text())
-    return {kind: _stats(values) for kind, values in samples.items()}, ""
+    outcome = json.loads(out.read_text())
+    failures = outcome["failures"]
+    problem = (f"{len(failures)} Nova launch(es) failed, e.g. {failures[0]}" if failures
+               else "")
+    if min(len(v) for v in outcome["samples"].values()) == 0:
+        return None, problem or "no Nova launch succeeded"
+    return {kind: _stats(values) for kind, values in outcome["samples"].items()}, problem
 
 
 def run() -> dict:
@@ -361,7 +366,8 @@ def run() -> dict:
                      f"{nova['plain']['n']} launches each, alternating on one host; their "
                      "difference (nova_launch_added_ms_p50) is polling-quantised and shares "
                      "the CPU with Nova's threads, so launch_added_ms stays the host-side "
-                     "measurement. " if nova else f"plain_launch_ms_p50 null: {nova_problem}. ")
+                     f"measurement. {nova_problem} " if nova
+                     else f"plain_launch_ms_p50 null: {nova_problem}. ")
                   + "swtpm is 10-100x faster than a discrete TPM: see discrete_tpm_estimate_ms "
                   "(Certify=ECDSA sign, ECDH 64-247 ms, RSA decrypt 50-540 ms, >=3 ms other "
                   "commands; *_before_ms = the 7-command path before the resident-key change)."

@@ -45,20 +45,29 @@ impl_fake.time = types.SimpleNamespace(
     time=time.time, sleep=lambda seconds: time.sleep(min(seconds, FAKE_RPC_POLL_S)))
 
 
+class LaunchFailed(Exception):
+    """One launch did not go ACTIVE (recorded, the benchmark goes on)."""
+
+
 class NovaLaunchTimes(TrustedComputeTestBase):
     """One test: LAUNCHES plain and LAUNCHES trusted launches on host-a."""
 
     def test_launch_times(self) -> None:
         samples: dict[str, list[float]] = {"plain": [], "trusted": []}
+        failures: list[str] = []
         for index in range(WARMUP + LAUNCHES):
             for kind in ("plain", "trusted"):
                 token = self.env.make_token("high", IMAGE_BYTES)[0] if kind == "trusted" \
                     else None
-                elapsed = self._timed_launch(token)
+                try:
+                    elapsed = self._timed_launch(token)
+                except LaunchFailed as exc:
+                    failures.append(f"{kind}: {exc}")
+                    continue
                 if index >= WARMUP:
                     samples[kind].append(elapsed)
         with open(os.environ["TRUSTED_LAUNCH_BENCH_OUT"], "w") as out:
-            json.dump(samples, out)
+            json.dump({"samples": samples, "failures": failures}, out)
 
     def _timed_launch(self, token: str | None) -> float:
         server = self._build_server(image_uuid=self.image_id, networks="none")
@@ -68,12 +77,15 @@ class NovaLaunchTimes(TrustedComputeTestBase):
                                   "trusted_ttp": self.env.ttp_url}
         started = time.perf_counter()
         created = self.api.post_server({"server": server})
-        status = self._poll(created["id"], lambda s: s["status"] != "BUILD")
+        status = self._poll(created["id"], lambda s: s is None or s["status"] != "BUILD")
         elapsed = (time.perf_counter() - started) * 1000
-        if status["status"] != "ACTIVE":
-            self.fail(f"launch ended {status['status']}: {status.get('fault')}")
+        if status is None:
+            raise LaunchFailed("the server vanished while building")
         self.api.delete_server(created["id"])
         self._poll(created["id"], lambda s: s is None)
+        if status["status"] != "ACTIVE":
+            raise LaunchFailed(f"ended {status['status']}: "
+                               f"{(status.get('fault') or {}).get('message', '')[:200]}")
         return elapsed
 
     def _poll(self, server_id: str, done) -> dict | None:
@@ -86,4 +98,4 @@ class NovaLaunchTimes(TrustedComputeTestBase):
             if done(server):
                 return server
             time.sleep(POLL_S)
-        self.fail(f"server {server_id} did not change state in {TIMEOUT_S} s")
+        raise LaunchFailed(f"server {server_id} did not change state in {TIMEOUT_S} s")

@@ -103,3 +103,12 @@ def test_host_leaving_measured_state_is_dropped_by_the_filter(
                                                        ca_file=str(env.ttp.ca_file)))
         assert feed.pull_once() >= 1
         assert pulled.get(env.name).profile is None
+
+        # The routes answer the API's error shapes over HTTPS too.
+        assert env.ttp.request("GET", "/v1/hosts").status_code == 400
+        refused = env.ttp.request("POST", "/v1/hosts/nobody/challenges", json={})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["check"] == "host_unknown"
+        stale = env.ttp.request("POST", f"/v1/hosts/{env.name}/attestations", json={
+            "nonce": "A" * 43 + "=", "quote": "AA==", "signature": "AA==", "event_log": "AA=="})
+        assert (stale.status_code, stale.json()["error"]["check"]) == (403, "nonce_unknown")

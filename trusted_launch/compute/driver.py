@@ -22,6 +22,20 @@ An instance asks for a trusted launch with the server metadata
 
 Instances without these properties take the unchanged ``LibvirtDriver`` path.
 
+Every other path that starts a trusted guest re-attests the host that starts
+it with the instance's token and uuid (the TTP accepts a token again for the
+launch id that first redeemed it, :mod:`.relaunch`): rebuild, evacuate and
+unshelve go through ``spawn``; cold migration and resize run the protocol in
+``finish_migration`` on the destination (N then goes to a config drive only
+if none came with the instance); live migration in ``pre_live_migration`` on
+the destination before it prepares any disk; hard reboot, power on and
+resume after a host reboot in ``_hard_reboot`` and soft reboot in
+``_soft_reboot`` (a refused guest is stopped, fail closed); revert resize in
+``finish_revert_migration``.
+The re-released N must match the commitment the first launch recorded in
+system metadata. A refusal fails the operation with
+:class:`~.relaunch.TrustedRelaunchRefused`, whose fault names the check.
+
 Refusals (the instance goes to ERROR; the fault names the check and reason,
 never N, which no exception or log line ever contains):
 
@@ -396,7 +410,12 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
                                     accel_info=accel_info)
 
     def _soft_reboot(self, instance):
-        self._reattest(instance, "soft reboot")
+        """Soft reboot restarts the domain too: re-attest first, stop the guest if refused."""
+        try:
+            self._reattest(instance, "soft reboot")
+        except TrustedRelaunchRefused:
+            self._stop_refused_guest(instance)
+            raise
         return super()._soft_reboot(instance)
 
     def _relaunch_request(self, instance, operation: str) -> TrustedLaunchRequest | None:
@@ -455,10 +474,10 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         try:
             secrets = self._release(instance, request, timer)
             self._check_image(secrets.image_digest, base, image_id)
+            check_or_commit(instance.system_metadata, instance.uuid, secrets.nonce)
         except ImageDigestMismatch as exc:
             raise exception.ImageUnacceptable(image_id=image_id,
                                               reason=_fault_reason(exc)) from None
-            check_or_commit(instance.system_metadata, instance.uuid, secrets.nonce)
         except LaunchRefused as exc:
             operation = self._relaunching.get(instance.uuid)
             if operation is not None:

@@ -21,7 +21,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from trusted_launch.compute.errors import LaunchRefused, TTPProtocolError, TTPUnreachable
+from trusted_launch.compute.errors import (
+    AttestationRefused,
+    LaunchRefused,
+    TTPProtocolError,
+    TTPUnreachable,
+)
 from trusted_launch.compute.ttp_client import TTPClient
 from trusted_launch.evidence.algorithms import HashAlg
 from trusted_launch.evidence.tpm2 import PCRSelection
@@ -30,6 +35,9 @@ from trusted_launch.tpm.errors import TPMError
 LOG = logging.getLogger(__name__)
 
 IMA_PCR = 10
+# Refusals about the nonce, not about this host: anyone may ask the TTP for this
+# host's nonces and so push ours out. Retried once, then treated like an outage.
+NONCE_REFUSALS = frozenset({"nonce_unknown", "nonce_expired"})
 _IMA_BANKS = (HashAlg.SHA1, HashAlg.SHA256)
 
 
@@ -107,7 +115,7 @@ class HostMonitor:
         untrusted in its own eyes until the next good round.
         """
         try:
-            answer = self._attest()
+            answer = self._attest_retrying_nonce()
         except TTPUnreachable:
             raise
         except LaunchRefused as exc:
@@ -121,6 +129,20 @@ class HostMonitor:
             report = self._report(answer)
         self._record(report)
         return report
+
+    def _attest_retrying_nonce(self) -> dict:
+        try:
+            return self._attest()
+        except AttestationRefused as exc:
+            if exc.check not in NONCE_REFUSALS:
+                raise
+        try:
+            return self._attest()
+        except AttestationRefused as exc:
+            if exc.check not in NONCE_REFUSALS:
+                raise
+            raise TTPUnreachable(f"the TTP refused two fresh nonces in a row "
+                                 f"({exc.check}); keeping the last status") from None
 
     def _attest(self) -> dict:
         challenge = self._ttp.host_challenge(self.host_name)

@@ -93,6 +93,8 @@ def monitored_host(directory: pathlib.Path, *, states: StateCache, event_log: pa
         feed.start()
         stack.callback(_delete_queue, topic)
         stack.callback(feed.stop)
+        if not feed.listening.wait(30):
+            raise RuntimeError(f"no notification listener on {rabbit_url} after 30 s")
         tpm = SwtpmProcess(state, states.ca)
         tpm.start()
         stack.callback(tpm.stop)

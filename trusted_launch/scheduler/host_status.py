@@ -152,16 +152,35 @@ class StatusFeed:
         self._transport = None
         self._stop = threading.Event()
         self._puller: threading.Thread | None = None
+        self.listening = threading.Event()
         self.pid = os.getpid()
 
     def start(self) -> None:
-        """Start the listener (if a transport is configured) and the puller (if any)."""
+        """Start the listener (if a transport is configured) and the puller (if any).
+
+        Both start in background threads: a message bus that is down must
+        never hold up the caller (the filter starts the feed lazily).
+        """
         if self._transport_url is not None or self._conf is not None:
-            self._start_listener()
+            threading.Thread(target=self._listen_until_started, daemon=True,
+                             name="trusted-launch-host-status-listen").start()
         if self._pull is not None:
             self._puller = threading.Thread(target=self._pull_loop, daemon=True,
                                             name="trusted-launch-host-status-pull")
             self._puller.start()
+
+    def _listen_until_started(self, retry_s: float = 10.0) -> None:
+        while not self._stop.is_set():
+            try:
+                self._start_listener()
+                self.listening.set()
+                if self._stop.is_set():  # stopped while we were connecting
+                    self._stop_listener()
+                return
+            except Exception as exc:  # an unreachable or misconfigured bus
+                LOG.warning("host status listener not started (%s); retrying in %g s",
+                            exc, retry_s)
+                self._stop.wait(retry_s)
 
     def _start_listener(self) -> None:
         import oslo_messaging
@@ -190,16 +209,20 @@ class StatusFeed:
             return 0
 
     def stop(self) -> None:
+        """Stop both threads and release the transport."""
         self._stop.set()
-        if self._listener is not None:
-            self._listener.stop()
-            self._listener.wait()
-            self._listener = None
-        if self._transport is not None:
-            self._transport.cleanup()
-            self._transport = None
+        self._stop_listener()
         if self._puller is not None:
             self._puller.join(5)
+
+    def _stop_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+            listener.wait()
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.cleanup()
 
 
 def ttp_status_pull(url: str, *, ca_file: str | None = None,

@@ -56,12 +56,16 @@ class HostStatusNotifier:
         """Queue one change; True if queued. Never blocks, never raises."""
         item = ("warn" if dropped else "info",
                 status_payload(host, profile, previous, reason, time))
-        self._ensure_started()
         try:
+            self._ensure_started()
             self._queue.put_nowait(item)
         except queue.Full:
             self.dropped += 1
             LOG.warning("host status notification for %s dropped: queue full", host)
+            return False
+        except Exception as exc:  # e.g. a malformed transport URL
+            self.dropped += 1
+            LOG.error("host status notification for %s dropped: %s", host, exc)
             return False
         return True
 

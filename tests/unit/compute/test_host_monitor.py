@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 import types
 from unittest import mock
 
@@ -105,6 +106,23 @@ def test_refusal_makes_the_host_untrusted_in_its_own_eyes(device):
     assert (report.profile, report.check, report.from_ttp) == (None, "host_unknown", False)
 
 
+def test_nonce_refusals_are_retried_then_keep_the_last_status(device):
+    ttp = RecordingTTP([{"profile": "high"}])
+    monitor = HostMonitor(device=device, ttp=ttp, host_name="cmp", read_event_log=lambda: b"",
+                          pcr_selection="sha256:0-7")
+    monitor.run_once()
+    refusals = iter([AttestationRefused("nonce_unknown", "evicted")] * 2)
+
+    def refuse(host, body):
+        ttp.bodies.append(body)
+        raise next(refusals)
+    ttp.host_attestation = refuse
+    with pytest.raises(TTPUnreachable, match="nonce_unknown"):
+        monitor.run_once()
+    assert len(ttp.bodies) == 3 and len(set(ttp.nonces)) == 3  # a fresh nonce each time
+    assert monitor.last.profile == "high"
+
+
 def test_unreachable_ttp_keeps_the_last_status(device):
     ttp = RecordingTTP([{"profile": "medium"}])
     monitor = HostMonitor(device=device, ttp=ttp, host_name="cmp", read_event_log=lambda: b"",
@@ -134,7 +152,6 @@ def test_thread_runs_rounds_until_stopped(device):
         for _ in range(500):
             if monitor.rounds >= 3:
                 break
-            import time
             time.sleep(0.01)
     finally:
         monitor.stop()
@@ -161,11 +178,11 @@ def test_driver_drops_profile_traits_while_below_its_profile(status, traits):
     tree = provider_tree.ProviderTree()
     tree.new_root("node", str(uuid.uuid4()))
     tree.add_traits("node", "CUSTOM_TRUSTED_SP_HIGH", "CUSTOM_OTHER")
-    driver = types.SimpleNamespace(  # the attributes update_provider_tree reads
-        trusted_host=object(), host_security_profile="high",
-        host_monitor=types.SimpleNamespace(last=status))
+    driver = TrustedLibvirtDriver.__new__(TrustedLibvirtDriver)  # no libvirt behind it
+    driver.trusted_host, driver.host_security_profile = object(), "high"
+    driver.host_monitor = types.SimpleNamespace(last=status)
     with mock.patch.object(libvirt_driver.LibvirtDriver, "update_provider_tree"):
-        TrustedLibvirtDriver.update_provider_tree(driver, tree, "node")
+        driver.update_provider_tree(tree, "node")
     current = tree.data("node").traits
     assert {t for t in current if t.startswith("CUSTOM_TRUSTED_SP_")} == traits
     assert "CUSTOM_OTHER" in current

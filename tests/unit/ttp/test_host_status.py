@@ -76,11 +76,35 @@ def enroll(db: TTPDatabase, name: str, ak_public: bytes) -> None:
     assert db.activate_host(name, "c" * 64, 0) is not None
 
 
+def _booted_device(states, index: int = 0):
+    tpm = SwtpmProcess(states.state(index), states.ca)
+    tpm.start()
+    try:
+        tpm.boot(SECUREBOOT_LOG)
+        with TPMDevice(tpm.tcti) as dev:
+            dev.ak = dev.ensure_attestation_key()
+            yield dev
+    finally:
+        tpm.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_device(swtpm_state_cache):
+    """A booted TPM for tests that leave its PCRs alone."""
+    yield from _booted_device(swtpm_state_cache)
+
+
 @pytest.fixture
-def device(booted_swtpm):
-    with TPMDevice(booted_swtpm.tcti) as dev:
-        dev.ak = dev.ensure_attestation_key()
-        yield dev
+def fresh_device(swtpm_state_cache):
+    """A booted TPM of its own, for tests that extend PCRs."""
+    yield from _booted_device(swtpm_state_cache)
+
+
+@pytest.fixture
+def device(request, shared_device):
+    if "fresh_device" in request.fixturenames:  # the test extends PCRs
+        return request.getfixturevalue("fresh_device")
+    return shared_device
 
 
 @pytest.fixture
@@ -201,7 +225,7 @@ def test_unenrolled_host_gets_no_challenge(service):
     assert refused.value.check == "host_unknown"
 
 
-def test_pcr_extended_after_boot_drops_the_host(service, device):
+def test_pcr_extended_after_boot_drops_the_host(fresh_device, service, device):
     service.attest(HOST, body_for(service, device))
     extend_pcr(device, 7, b"an unmeasured change")
     answer = service.attest(HOST, body_for(service, device))
@@ -230,7 +254,7 @@ def test_malformed_body_is_a_bad_request(service):
     assert invalid.value.check == "nonce"
 
 
-def test_ima_replayed_incrementally_across_rounds(service, device):
+def test_ima_replayed_incrementally_across_rounds(fresh_device, service, device):
     ima = ImaHost(device)
     ima.measure("boot_aggregate", hashlib.sha256(b"boot").digest())
     for path in list(GOOD_FILES)[:2]:
@@ -260,7 +284,7 @@ def test_ima_replayed_incrementally_across_rounds(service, device):
     assert fourth["ima_count"] == 6
 
 
-def test_ima_part_from_the_wrong_offset_drops_the_host(service, device):
+def test_ima_part_from_the_wrong_offset_drops_the_host(fresh_device, service, device):
     ima = ImaHost(device)
     ima.measure("boot_aggregate", hashlib.sha256(b"boot").digest())
     ima.measure("/usr/bin/tool0", GOOD_FILES["/usr/bin/tool0"])
@@ -273,7 +297,7 @@ def test_ima_part_from_the_wrong_offset_drops_the_host(service, device):
     assert again["profile"] == "runtime"  # starting over from byte 0 is always possible
 
 
-def test_ima_list_not_matching_pcr10_drops_the_host(service, device):
+def test_ima_list_not_matching_pcr10_drops_the_host(fresh_device, service, device):
     ima = ImaHost(device)
     ima.measure("boot_aggregate", hashlib.sha256(b"boot").digest())
     forged = format_ascii([encode_ima_ng_entry("boot_aggregate", bytes(32))])
