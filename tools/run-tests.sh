@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite: set-up, then pytest (unit, functional on swtpm,
-# integration against the TTP over HTTPS, PostgreSQL, MariaDB and RabbitMQ).
+# The whole test suite: set-up, then pytest (unit, functional on swtpm, Nova's
+# functional harness, integration against the TTP over HTTPS, PostgreSQL,
+# MariaDB and RabbitMQ). Nova runs on native threads (its default) in the main
+# run; its trusted-launch tests then run once more in Nova's eventlet mode.
+# Arguments, if any, go to the main pytest run only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
-exec .venv/bin/python -m pytest "$@"
+if [ "$#" -gt 0 ]; then
+    exec .venv/bin/python -m pytest "$@"
+fi
+.venv/bin/python -m pytest -n 2
+.venv/bin/python tools/pytest_eventlet.py tests/nova/test_trusted_compute.py \
+    tests/nova/test_security_profile_filter.py::BootPlacementTest
