@@ -533,3 +533,24 @@ def test_enroll_command_refuses_plain_http(capsys) -> None:
                        "--ak-cert-out", "/nonexistent/ak.pem"])
     assert status == 1
     assert "not an https:// URL" in capsys.readouterr().err
+
+
+class AttestationNotificationTest(TrustedComputeTestBase):
+    """With notifications on, the driver reports every attestation outcome."""
+
+    def _start_trusted_compute(self, name: str) -> None:
+        self.flags(notifications_enabled=True, group="trusted_launch")
+        super()._start_trusted_compute(name)
+
+    def test_accepted_and_refused_launches_are_notified(self) -> None:
+        token, _nonce = self.env.make_token("high", IMAGE_BYTES)
+        self._boot(token=token, host="host-a")
+        token, _nonce = self.env.make_token("high", IMAGE_BYTES)
+        self._boot(token=token, host="host-b", expected_state="ERROR")
+        accepted = self.computes["host-a"].driver.notifier
+        refused = self.computes["host-b"].driver.notifier
+        self.assertTrue(accepted.flush(10) and refused.flush(10))
+        self.assertEqual({"queued": 1, "rejected": 0},
+                         {k: accepted.stats_dict()[k] for k in ("queued", "rejected")})
+        self.assertEqual({"queued": 1, "rejected": 0},
+                         {k: refused.stats_dict()[k] for k in ("queued", "rejected")})

@@ -85,6 +85,7 @@ from trusted_launch.compute.launch import (
     check_image_digest,
 )
 from trusted_launch.compute.nonce_injection import PendingNonces, create_config_drive_with_nonce
+from trusted_launch.compute.notifications import AttestationNotifier
 from trusted_launch.compute.relaunch import TrustedRelaunchRefused, check_or_commit
 from trusted_launch.compute.ttp_client import TTPClient, check_ttp_url
 from trusted_launch.conf import compute as compute_conf
@@ -224,6 +225,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         self._launching: dict[str, TrustedLaunchRequest] = {}
         self._relaunching: dict[str, str] = {}  # instance uuid -> the operation starting it
         self._ttp_clients: dict[str, TTPClient] = {}
+        self.notifier: AttestationNotifier | None = None
 
     # Host set-up -----------------------------------------------------------------
     def init_host(self, host: str) -> None:
@@ -253,6 +255,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             read_event_log=make_event_log_reader(group.event_log_path),
             bind_key_pcrs=group.bind_key_pcrs)
         self.host_security_profile = group.host_security_profile
+        self.notifier = AttestationNotifier(conf=CONF)
         self.pool_refiller.start()
         self.host_monitor = self._start_host_monitor(device, group.host_name or host)
         LOG.info("trusted launch ready: TPM %s, host name %s, profile %s",
@@ -279,6 +282,8 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             self.pool_refiller.stop()
         if self.trusted_device is not None:
             self.trusted_device.close()
+        if self.notifier is not None:
+            self.notifier.close()
         self.trusted_host = None
         super().cleanup_host(host)
 
@@ -438,6 +443,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             secrets = self._release(instance, request, timer)
             check_or_commit(instance.system_metadata, instance.uuid, secrets.nonce)
         except LaunchRefused as exc:
+            self._notify_refusal(instance, request, exc)
             raise TrustedRelaunchRefused(operation=operation,
                                          reason=_fault_reason(exc)) from None
         except TrustedHostNotReady as exc:
@@ -476,9 +482,11 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             self._check_image(secrets.image_digest, base, image_id)
             check_or_commit(instance.system_metadata, instance.uuid, secrets.nonce)
         except ImageDigestMismatch as exc:
+            self._notify_refusal(instance, request, exc)
             raise exception.ImageUnacceptable(image_id=image_id,
                                               reason=_fault_reason(exc)) from None
         except LaunchRefused as exc:
+            self._notify_refusal(instance, request, exc)
             operation = self._relaunching.get(instance.uuid)
             if operation is not None:
                 raise TrustedRelaunchRefused(operation=operation,
@@ -492,14 +500,28 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _release(self, instance, request: TrustedLaunchRequest, timer: StepTimer):
         url = check_ttp_url(request.ttp_url, CONF.trusted_launch.allowed_ttp_urls)
+        ttp = self._ttp_client(url)
         try:
-            return self.trusted_host.release(self._ttp_client(url), token=request.token,
-                                             launch_id=instance.uuid, timer=timer)
+            pending = self.trusted_host.attest(ttp, token=request.token,
+                                               launch_id=instance.uuid, timer=timer)
+            secrets = self.trusted_host.open(pending, timer=timer)
         except TPMError as exc:
             raise TrustedHostNotReady(f"trusted launch: TPM failure: {exc}") from None
         finally:
             if self.pool_refiller is not None:
                 self.pool_refiller.request()
+        if self.notifier is not None:
+            self.notifier.attestation_succeeded(instance.uuid, CONF.host, request.profile or "",
+                                                pending.attestation_id, dict(timer.steps))
+        return secrets
+
+    def _notify_refusal(self, instance, request: TrustedLaunchRequest | None,
+                        refusal: LaunchRefused) -> None:
+        """Report a refused launch or restart on the message bus (never blocks)."""
+        if self.notifier is not None:
+            profile = (request.profile if request else None) or ""
+            self.notifier.attestation_refused(instance.uuid, CONF.host, profile,
+                                              refusal.check, refusal.reason)
 
     def _check_image(self, expected, base: pathlib.Path, image_id: str) -> None:
         try:
