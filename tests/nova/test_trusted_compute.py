@@ -65,7 +65,8 @@ from trusted_launch.compute.driver import (
     trusted_launch_request,
 )
 from trusted_launch.compute.image_digest import BaseImageDigests, BaseImageMissing, sidecar_path
-from trusted_launch.compute.nonce_injection import NONCE_PATH, PendingNonces
+from trusted_launch.compute.nonce_injection import NONCE_PATH, RECEIPT_PATH, PendingNonces
+from trusted_launch.crypto.receipt import read_unverified
 from trusted_launch.guest import identity as guest_identity
 from trusted_launch.guest.agent import ChallengeServer
 
@@ -265,6 +266,10 @@ class TrustedLaunchTest(TrustedComputeTestBase):
         self.assertEqual("True", server["config_drive"])
         on_drive = self._config_drive_file(server["id"], NONCE_PATH)
         self.assertEqual(nonce.hex().encode() + b"\n", on_drive)
+        _key_id, receipt = read_unverified(
+            self._config_drive_file(server["id"], RECEIPT_PATH))
+        self.assertEqual(("trusted", server["id"], "host-a"),
+                         (receipt.verdict, receipt.launch_id, receipt.host))
         dump = self._database_dump()
         self.assertIn(server["id"].encode(), dump)  # the dump does see this instance
         assert_absent(self, nonce, dump, "Nova's databases")

@@ -65,6 +65,7 @@ that profile, and removes other ``CUSTOM_TRUSTED_SP_*`` traits.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import threading
 from dataclasses import dataclass, field
@@ -222,6 +223,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         self.host_security_profile: str | None = None
         self.base_image_digests = BaseImageDigests()
         self._pending_nonces = PendingNonces()
+        self._pending_receipts: dict[str, bytes] = {}
         self._launching: dict[str, TrustedLaunchRequest] = {}
         self._relaunching: dict[str, str] = {}  # instance uuid -> the operation starting it
         self._ttp_clients: dict[str, TTPClient] = {}
@@ -327,6 +329,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         finally:
             self._launching.pop(instance.uuid, None)
             self._pending_nonces.pop(instance.uuid)
+            self._pending_receipts.pop(instance.uuid, None)
 
     def _create_image(self, context, instance, disk_mapping, injection_info=None,
                       suffix="", disk_images=None, block_device_info=None,
@@ -358,7 +361,8 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
                     reason="trusted launch: no released nonce for the config drive")
             return super()._create_configdrive(context, instance, injection_info,
                                                rescue=rescue)
-        create_config_drive_with_nonce(self, context, instance, injection_info, nonce)
+        create_config_drive_with_nonce(self, context, instance, injection_info, nonce,
+                                       receipt=self._pending_receipts.pop(instance.uuid, None))
         return None
 
     # Starting a launched guest again: moves, reboots, power on ----------------------
@@ -462,6 +466,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         self._launching.pop(instance_uuid, None)
         self._relaunching.pop(instance_uuid, None)
         self._pending_nonces.pop(instance_uuid)
+        self._pending_receipts.pop(instance_uuid, None)
 
     def _config_drive_exists(self, instance) -> bool:
         return self.image_backend.by_name(instance, "disk.config",
@@ -510,6 +515,9 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         finally:
             if self.pool_refiller is not None:
                 self.pool_refiller.request()
+        if pending.receipt is not None:
+            self._pending_receipts[instance.uuid] = json.dumps(
+                pending.receipt, sort_keys=True).encode()
         if self.notifier is not None:
             self.notifier.attestation_succeeded(instance.uuid, CONF.host, request.profile or "",
                                                 pending.attestation_id, dict(timer.steps))

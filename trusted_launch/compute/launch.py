@@ -82,8 +82,10 @@ class TrustedLaunchHost:
         timer.record("ttp", started)
         LOG.info("TTP %s accepted this host for %s (attestation %s)",
                  ttp.base_url, launch_id, answer.get("attestation_id"))
+        receipt = answer.get("receipt")
         return PendingRelease(bind_key, launch_id, _released_envelope(answer),
-                              str(answer.get("attestation_id", "")))
+                              str(answer.get("attestation_id", "")),
+                              receipt if isinstance(receipt, dict) else None)
 
     def evidence(self, *, token: str, launch_id: str, timer: StepTimer | None = None
                  ) -> tuple[object, dict]:
@@ -151,6 +153,7 @@ class PendingRelease:
     launch_id: str
     envelope: bytes = field(repr=False)
     attestation_id: str = ""
+    receipt: dict | None = None  # the TTP's signed receipt of this decision
 
 
 def _released_envelope(answer: dict) -> bytes:

@@ -19,6 +19,7 @@ from trusted_launch.crypto.nonce import encode_nonce
 
 #: Path of N inside the config drive (the guest agent reads it from there).
 NONCE_PATH = "trusted_launch/nonce"
+RECEIPT_PATH = "trusted_launch/receipt.json"
 
 
 class PendingNonces:
@@ -54,28 +55,36 @@ def nonce_builder_class(base: type) -> type:
     """
 
     class NonceConfigDriveBuilder(base):
-        def __init__(self, instance_md, nonce: bytes) -> None:
+        def __init__(self, instance_md, nonce: bytes, receipt: bytes | None = None) -> None:
             super().__init__(instance_md=instance_md)
             self._nonce_file = encode_nonce(nonce)
+            self._receipt = receipt
 
         def _write_md_files(self, basedir: str) -> None:
             super()._write_md_files(basedir)
-            path = os.path.join(basedir, NONCE_PATH)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fileobj:
-                fileobj.write(self._nonce_file)
+            _write_private(os.path.join(basedir, NONCE_PATH), self._nonce_file)
+            if self._receipt is not None:
+                _write_private(os.path.join(basedir, RECEIPT_PATH), self._receipt)
 
     return NonceConfigDriveBuilder
 
 
+def _write_private(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fileobj:
+        fileobj.write(data)
+
+
 def create_config_drive_with_nonce(driver, context, instance, injection_info, nonce: bytes,
-                                   *, rescue: bool = False) -> None:
+                                   *, receipt: bytes | None = None,
+                                   rescue: bool = False) -> None:
     """Nova 34's ``LibvirtDriver._create_configdrive`` plus the nonce file.
 
     Mirrors the upstream method step by step (device metadata, builder over
     ``InstanceMetadata``, local image, import into the image backend) so the
-    drive is the one Nova would build, with ``trusted_launch/nonce`` added.
+    drive is the one Nova would build, with ``trusted_launch/nonce`` added (and
+    the TTP's signed launch receipt as ``trusted_launch/receipt.json``, if any).
     """
     from nova.api.metadata import base as instance_metadata
     from nova.virt import configdrive
@@ -99,7 +108,7 @@ def create_config_drive_with_nonce(driver, context, instance, injection_info, no
     local_path = os.path.join(libvirt_utils.get_instance_path(instance), name)
     log.info("Creating config drive with the trusted launch nonce at %(path)s",
              {"path": local_path}, instance=instance)
-    builder = nonce_builder_class(configdrive.ConfigDriveBuilder)(inst_md, nonce)
+    builder = nonce_builder_class(configdrive.ConfigDriveBuilder)(inst_md, nonce, receipt)
     with builder:
         try:
             builder.make_drive(local_path)
