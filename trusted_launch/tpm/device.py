@@ -149,7 +149,7 @@ class TPMDevice:
             try:
                 yield CountingESAPI(self._ectx, self)
             except TSS2_Exception as exc:
-                error = translate_error(operation, exc)
+                error = translate_error(operation, _transport_failure(exc) or exc)
                 if isinstance(error, TPMUnavailable):
                     self._broken = str(error)
                 raise error from None
@@ -268,6 +268,22 @@ def _start_policy_session(ectx: CountingESAPI, salt_key: ESYS_TR) -> ESYS_TR:
     """
     return ectx.start_auth_session(salt_key, ESYS_TR.NONE, TPM2_SE.POLICY,
                                    TPMT_SYM_DEF.parse("aes128cfb"), TPM2_ALG.SHA256)
+
+
+def _transport_failure(exc: BaseException) -> TSS2_Exception | None:
+    """The TCTI (transport) error behind ``exc``, if any.
+
+    A clean-up command (FlushContext) that fails after the transport broke
+    raises an ESAPI sequence error that would hide the real cause.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TSS2_Exception) and int(current.rc) & _LAYER_MASK == _TCTI_LAYER:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def translate_error(operation: str, exc: TSS2_Exception) -> TPMError:

@@ -77,10 +77,15 @@ def _reject_constant(name: str) -> object:
 def read_body(request: webob.Request, limits: Limits) -> bytes:
     """The raw body, refusing oversized ones (413) before reading when the length is known."""
     length = request.content_length
+    if length is not None and length < 0:
+        raise BadRequest("body", "Content-Length is negative")
     if length is not None and length > limits.max_body:
         raise PayloadTooLarge("body", f"larger than {limits.max_body} bytes")
-    data = request.body_file_raw.read(limits.max_body + 1) if length is None \
-        else request.body_file_raw.read(length)
+    try:
+        data = request.body_file_raw.read(limits.max_body + 1) if length is None \
+            else request.body_file_raw.read(length)
+    except ValueError:  # the server's chunked decoder: a chunk size that is not hex
+        raise BadRequest("body", "malformed chunked transfer encoding") from None
     if len(data) > limits.max_body:
         raise PayloadTooLarge("body", f"larger than {limits.max_body} bytes")
     return data
@@ -141,19 +146,23 @@ class TTPApplication:
             response = json_response(exc.status, exc.body())
             response.headers.update(exc.headers)
         except (DatabaseError, KeyStoreError) as exc:
-            LOG.error("%s %s: %s", request.method, request.path, exc)
+            LOG.error("%s %r: %s", request.method, environ.get("PATH_INFO", "")[:200], exc)
             error = ServiceUnavailable("service", "a backing store is unavailable")
             response = json_response(error.status, error.body())
         except Exception:
-            LOG.exception("%s %s failed", request.method, request.path)
+            LOG.exception("%s %r failed", request.method, environ.get("PATH_INFO", "")[:200])
             response = json_response(500, {"error": {
                 "code": "internal_error", "check": "internal", "reason": "internal error"}})
         return response(environ, start_response)
 
     def dispatch(self, request: webob.Request) -> webob.Response:
         """Find the handler for the request's path and method, or 404/405."""
+        try:
+            path = request.path_info
+        except UnicodeDecodeError:
+            raise BadRequest("path", "the path is not UTF-8 once percent-decoded") from None
         for pattern, methods in self.routes:
-            match = pattern.match(request.path_info)
+            match = pattern.match(path)
             if match is None:
                 continue
             handler = methods.get(request.method)
@@ -162,7 +171,7 @@ class TTPApplication:
                 raise MethodNotAllowed("method", f"{request.method[:16]} is not allowed here; "
                                                  f"use {allowed}", headers={"Allow": allowed})
             return handler(request, **match.groupdict())
-        raise NotFound("path", f"no resource at {request.path_info[:100]!r}")
+        raise NotFound("path", f"no resource at {path[:100]!r}")
 
     # helpers -------------------------------------------------------------
 

@@ -24,7 +24,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from oslo_log import log as logging
 
 from trusted_launch.ttp.db.api import HostConflict, TTPDatabase
-from trusted_launch.ttp.errors import BadRequest, EnrollmentRefused, NotFound
+from trusted_launch.ttp.errors import (
+    BadRequest,
+    EnrollmentRefused,
+    NotFound,
+    unknown_field_check,
+)
 from trusted_launch.ttp.keystore import AttestationCA
 
 LOG = logging.getLogger(__name__)
@@ -52,7 +57,7 @@ def check_fields(body: dict, allowed: tuple[str, ...]) -> None:
     """Refuse unknown fields (fail closed on what we do not understand)."""
     for name in body:
         if name not in allowed:
-            raise BadRequest(str(name)[:64], "unknown field")
+            raise BadRequest(*unknown_field_check(name))
 
 
 def check_host_name(name: object, field: str = "host") -> str:

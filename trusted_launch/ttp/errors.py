@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class APIError(Exception):
     """An error answer: ``{"error": {"code", "check", "reason"}}`` with ``status``."""
@@ -79,3 +81,13 @@ class ServiceUnavailable(APIError):
     """A dependency (the database, the key store) is unavailable (503)."""
 
     status, code = 503, "service_unavailable"
+
+
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def unknown_field_check(name: object) -> tuple[str, str]:
+    """(check, reason) refusing an unknown field; the check stays machine-readable."""
+    text = str(name)
+    return (text if _FIELD_NAME.fullmatch(text) else "body",
+            f"unknown field {text[:64]!r}")

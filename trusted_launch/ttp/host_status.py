@@ -57,7 +57,7 @@ from trusted_launch.evidence.tpm2 import (
 from trusted_launch.policy import ProfileSet, SecurityProfile, Verdict, evaluate
 from trusted_launch.ttp.db.api import TTPDatabase
 from trusted_launch.ttp.enrollment import check_host_name
-from trusted_launch.ttp.errors import BadRequest, Refused
+from trusted_launch.ttp.errors import BadRequest, Refused, unknown_field_check
 from trusted_launch.ttp.host_status_store import HostStatusStore, NonceState, StoredHostStatus
 from trusted_launch.ttp.requests import RequestInvalid
 from trusted_launch.ttp.verifier import proven_view
@@ -96,9 +96,9 @@ class HostQuoteRequest:
         """Validate a decoded JSON body; :class:`RequestInvalid` names the bad field."""
         if not isinstance(body, Mapping):
             raise RequestInvalid("body", "the request body must be a JSON object")
-        unknown = sorted(str(name)[:64] for name in body if name not in FIELDS)
+        unknown = sorted(str(name) for name in body if name not in FIELDS)
         if unknown:
-            raise RequestInvalid(unknown[0], "unknown field")
+            raise RequestInvalid(*unknown_field_check(unknown[0]))
         nonce = _base64(body, "nonce", NONCE_SIZE)
         if len(nonce) != NONCE_SIZE:
             raise RequestInvalid("nonce", f"must decode to {NONCE_SIZE} bytes")

@@ -16,7 +16,7 @@ from typing import Any
 
 from trusted_launch.evidence.errors import EvidenceError
 from trusted_launch.evidence.tpm2 import PCRSelection
-from trusted_launch.ttp.errors import BadRequest
+from trusted_launch.ttp.errors import BadRequest, unknown_field_check
 
 MAX_EVENT_LOG = 4 * 1024 * 1024
 MAX_TPM_STRUCTURE = 4096
@@ -57,7 +57,7 @@ class AttestationRequest:
             raise RequestInvalid("body", "the request body must be a JSON object")
         for name in body:
             if name not in FIELDS:
-                raise RequestInvalid(str(name)[:64], "unknown field")
+                raise RequestInvalid(*unknown_field_check(name))
         return cls(
             host=_text(body, "host", _HOST_RE, 255, "a host name ([A-Za-z0-9._-])"),
             launch_id=_text(body, "launch_id", _LAUNCH_ID_RE, 255,
