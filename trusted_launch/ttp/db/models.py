@@ -10,7 +10,12 @@ from __future__ import annotations
 import datetime
 
 from sqlalchemy import BigInteger, DateTime, Double, Integer, String, Text
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Microseconds on MySQL/MariaDB too (its DATETIME keeps whole seconds), so rows
+# written in the same second keep their order.
+PreciseDateTime = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def utcnow() -> datetime.datetime:
@@ -121,7 +126,7 @@ class ReceiptRow(Base):
     token_digest: Mapped[str | None] = mapped_column(String(64), index=True)  # hex SHA-256
     receipt_auth: Mapped[str | None] = mapped_column(String(64))  # hex SHA-256
     document: Mapped[str] = mapped_column(Text, nullable=False)  # the signed receipt, JSON
-    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    created_at: Mapped[datetime.datetime] = mapped_column(PreciseDateTime, default=utcnow)
 
 
 class HostChallenge(Base):

@@ -7,6 +7,7 @@ Create Date: 2026-11-23
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = "0002"
 down_revision = "0001"
@@ -21,7 +22,8 @@ def upgrade() -> None:
         sa.Column("token_digest", sa.String(64)),
         sa.Column("receipt_auth", sa.String(64)),
         sa.Column("document", sa.Text, nullable=False),
-        sa.Column("created_at", sa.DateTime),
+        sa.Column("created_at", sa.DateTime().with_variant(
+            mysql.DATETIME(fsp=6), "mysql", "mariadb")),
     )
     op.create_index("ix_receipts_token_digest", "receipts", ["token_digest"])
 
