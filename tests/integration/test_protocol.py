@@ -14,7 +14,6 @@ import secrets
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -25,39 +24,29 @@ from tests.conftest import EVENTLOG_DIR
 from trusted_launch.client.challenge import verify_vm
 from trusted_launch.client.errors import VMVerificationFailed
 from trusted_launch.client.launch_token import create_launch_token
-from trusted_launch.compute.enrollment import enroll_host
 from trusted_launch.compute.errors import (
     AttestationRefused,
     ImageDigestMismatch,
     ReleaseUnusable,
     TTPUnreachable,
 )
-from trusted_launch.compute.launch import HostIdentity, TrustedLaunchHost, check_image_digest
+from trusted_launch.compute.launch import check_image_digest
 from trusted_launch.compute.ttp_client import TTPClient
 from trusted_launch.crypto.digest import digest_file
 from trusted_launch.crypto.nonce import encode_nonce, read_nonce_file
 from trusted_launch.crypto.token import ImageDigest, LaunchToken, seal_token
 from trusted_launch.guest.agent import ChallengeServer
 from trusted_launch.guest.identity import load_identity
+from trusted_launch.sandbox.hosts import SandboxHost, start_host, ttp_client
 from trusted_launch.sandbox.pki import CertificateAuthority
-from trusted_launch.sandbox.swtpm import SwtpmProcess, extend_pcr
+from trusted_launch.sandbox.swtpm import extend_pcr
 from trusted_launch.sandbox.ttp_process import TTPServer, start_ttp
-from trusted_launch.tpm import BindKeyPool, TPMDevice
 
 PROFILES_DIR = pathlib.Path(__file__).resolve().parents[2] / "examples" / "profiles"
-BIND_KEY_PCRS = "sha256:0,1,2,3,4,5,6,7"
 TRUSTED_LOG = EVENTLOG_DIR / "secureboot_binary_bios_measurements"
 UNTRUSTED_LOG = EVENTLOG_DIR / "coreos_36_shielded_vm_no_secure_boot_eventlog"
 
 pytestmark = pytest.mark.swtpm
-
-
-@dataclass
-class Host:
-    name: str
-    tpm: SwtpmProcess
-    device: TPMDevice
-    runner: TrustedLaunchHost
 
 
 @pytest.fixture(scope="module")
@@ -67,34 +56,22 @@ def ttp(ttp_database_url: str, swtpm_state_cache,
     swtpm_state_cache.state(0)
     tls_ca = CertificateAuthority(directory / "tls-ca")
     with start_ttp(directory / "ttp", tls_ca=tls_ca, database_url=ttp_database_url,
-                   ek_ca_files=swtpm_state_cache.ca.ek_ca_certs) as server:
-        for name in ("low", "medium", "high"):
-            server.put_profile(name, (PROFILES_DIR / f"{name}.yaml").read_text())
+                   ek_ca_files=swtpm_state_cache.ca.ek_ca_certs,
+                   profiles_dir=PROFILES_DIR) as server:
         yield server
 
 
 def _client(ttp: TTPServer, url: str | None = None) -> TTPClient:
-    return TTPClient(url or ttp.url, ca_file=str(ttp.ca_file), connect_retries=0)
+    return ttp_client(ttp, url)
 
 
 def _start_host(name: str, index: int, event_log: pathlib.Path, ttp: TTPServer,
-                states) -> Host:
-    tpm = SwtpmProcess(states.state(index), states.ca)
-    tpm.start()
-    tpm.boot(event_log)
-    device = TPMDevice(tpm.tcti)
-    certificate = enroll_host(device, _client(ttp), name)
-    pool = BindKeyPool(device, algorithm="ecc", pcr_selection=BIND_KEY_PCRS, size=4)
-    pool.fill()
-    runner = TrustedLaunchHost(device=device, pool=pool,
-                               identity=HostIdentity(name, certificate),
-                               read_event_log=event_log.read_bytes,
-                               bind_key_pcrs=BIND_KEY_PCRS)
-    return Host(name, tpm, device, runner)
+                states) -> SandboxHost:
+    return start_host(name, states.state(index), states.ca, event_log, ttp)
 
 
 @pytest.fixture(scope="module")
-def hosts(ttp: TTPServer, swtpm_state_cache) -> Iterator[dict[str, Host]]:
+def hosts(ttp: TTPServer, swtpm_state_cache) -> Iterator[dict[str, SandboxHost]]:
     suffix = secrets.token_hex(3)
     started = {
         "trusted": _start_host(f"trusted-{suffix}", 0, TRUSTED_LOG, ttp, swtpm_state_cache),
@@ -103,8 +80,7 @@ def hosts(ttp: TTPServer, swtpm_state_cache) -> Iterator[dict[str, Host]]:
     }
     yield started
     for host in started.values():
-        host.device.close()
-        host.tpm.stop()
+        host.close()
 
 
 @pytest.fixture(scope="module")
@@ -237,8 +213,7 @@ def test_pcrs_changed_after_certify_decryption_refused_by_tpm(swtpm_state_cache,
         with pytest.raises(ReleaseUnusable, match="PCRs no longer match"):
             host.runner.open(pending)
     finally:
-        host.device.close()
-        host.tpm.stop()
+        host.close()
 
 
 @pytest.fixture

@@ -9,103 +9,44 @@ that kill or break things start their own TTP with :func:`running_ttp`.
 
 from __future__ import annotations
 
-import contextlib
 import pathlib
 import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from tests.conftest import EVENTLOG_DIR
 from trusted_launch.client.launch_token import create_launch_token
-from trusted_launch.compute.enrollment import enroll_host
-from trusted_launch.compute.launch import HostIdentity, TrustedLaunchHost
-from trusted_launch.compute.ttp_client import TTPClient
 from trusted_launch.crypto.digest import digest_file
 from trusted_launch.crypto.nonce import read_nonce_file
 from trusted_launch.crypto.token import ImageDigest
+from trusted_launch.sandbox.hosts import SandboxHost
+from trusted_launch.sandbox.hosts import start_host as sandbox_start_host
 from trusted_launch.sandbox.pki import CertificateAuthority
-from trusted_launch.sandbox.swtpm import SwtpmProcess
-from trusted_launch.sandbox.ttp_process import TTPServer, write_ttp_config
-from trusted_launch.tpm import BindKeyPool, TPMDevice
+from trusted_launch.sandbox.ttp_process import TTPServer, start_ttp
 
 PROFILES_DIR = pathlib.Path(__file__).resolve().parents[2] / "examples" / "profiles"
-BIND_KEY_PCRS = "sha256:0,1,2,3,4,5,6,7"
 TRUSTED_LOG = EVENTLOG_DIR / "secureboot_binary_bios_measurements"
 UNTRUSTED_LOG = EVENTLOG_DIR / "coreos_36_shielded_vm_no_secure_boot_eventlog"
 
 pytestmark = pytest.mark.swtpm
 
 
-@dataclass
-class Host:
-    """A simulated compute host: swtpm, the TPM layer, the protocol runner."""
-
-    name: str
-    tpm: SwtpmProcess
-    device: TPMDevice
-    pool: BindKeyPool
-    runner: TrustedLaunchHost
-    event_log: pathlib.Path
-
-    def close(self) -> None:
-        self.device.close()
-        self.tpm.stop()
+Host = SandboxHost
 
 
-@contextlib.contextmanager
 def running_ttp(directory: pathlib.Path, *, tls_ca: CertificateAuthority,
                 ek_ca_files: list[pathlib.Path], database_url: str | None = None,
-                debug: bool = True) -> Iterator[TTPServer]:
+                debug: bool = True):
     """The real ``trusted-launch-ttp`` (one worker) on a synced database, with profiles."""
-    directory.mkdir(parents=True, exist_ok=True)
-    cert, key = tls_ca.issue("ttp-server")
-    admin_token = secrets.token_urlsafe(24)
-    config = write_ttp_config(
-        directory, database_url=database_url or f"sqlite:///{directory / 'ttp.sqlite'}",
-        cert=cert, key=key, admin_token=admin_token, ek_ca_files=ek_ca_files, workers=1)
-    if debug:  # DEBUG, and every SQL statement with its parameters
-        config.write_text(config.read_text().replace(
-            "debug = false", "debug = true\ndefault_log_levels = sqlalchemy.engine=INFO", 1))
-    server = TTPServer(directory, config, tls_ca.cert_file, admin_token)
-    synced = server.manage("db", "sync")
-    if synced.returncode != 0:
-        raise RuntimeError(f"trusted-launch-ttp-manage db sync failed: {synced.stderr}")
-    server.start()
-    try:
-        for name in ("low", "medium", "high"):
-            server.put_profile(name, (PROFILES_DIR / f"{name}.yaml").read_text())
-        yield server
-    finally:
-        server.stop()
-
-
-def ttp_client(ttp: TTPServer, url: str | None = None, **kwargs) -> TTPClient:
-    """A host's client of ``ttp`` (TLS verified against the sandbox CA, no retries)."""
-    kwargs.setdefault("connect_retries", 0)
-    return TTPClient(url or ttp.url, ca_file=str(ttp.ca_file), **kwargs)
+    return start_ttp(directory, tls_ca=tls_ca, ek_ca_files=ek_ca_files,
+                     database_url=database_url, profiles_dir=PROFILES_DIR, debug=debug)
 
 
 def start_host(name: str, state: pathlib.Path, ca, event_log: pathlib.Path,
                ttp: TTPServer | None) -> Host:
     """A booted swtpm host, enrolled at ``ttp`` (unless None), with a warm bind-key pool."""
-    tpm = SwtpmProcess(state, ca)
-    tpm.start()
-    try:
-        tpm.boot(event_log)
-        device = TPMDevice(tpm.tcti)
-    except BaseException:
-        tpm.stop()
-        raise
-    certificate = enroll_host(device, ttp_client(ttp), name) if ttp is not None else ""
-    pool = BindKeyPool(device, algorithm="ecc", pcr_selection=BIND_KEY_PCRS, size=2)
-    pool.fill()
-    runner = TrustedLaunchHost(device=device, pool=pool,
-                               identity=HostIdentity(name, certificate),
-                               read_event_log=event_log.read_bytes,
-                               bind_key_pcrs=BIND_KEY_PCRS)
-    return Host(name, tpm, device, pool, runner, event_log)
+    return sandbox_start_host(name, state, ca, event_log, ttp, pool_size=2)
 
 
 @pytest.fixture(scope="package")

@@ -27,13 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from tpm2_pytss.types import TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE
 
-from tests.security.conftest import (
-    BIND_KEY_PCRS,
-    TRUSTED_LOG,
-    Host,
-    start_host,
-    ttp_client,
-)
+from tests.security.conftest import TRUSTED_LOG, Host, start_host
 from trusted_launch.client.errors import TTPKeyError
 from trusted_launch.client.ttp_keys import fetch_ttp_key
 from trusted_launch.compute.errors import (
@@ -50,6 +44,7 @@ from trusted_launch.crypto.digest import digest_file
 from trusted_launch.crypto.token import LaunchToken, seal_token
 from trusted_launch.evidence.eventlog import parse_event_log
 from trusted_launch.evidence.tpm2 import parse_public
+from trusted_launch.sandbox.hosts import BIND_KEY_PCRS, ttp_client
 from trusted_launch.sandbox.pki import CertificateAuthority
 from trusted_launch.tpm import BindKey, bindkeys
 from trusted_launch.tpm.templates import as_selection, policy_pcr_digest

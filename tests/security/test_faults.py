@@ -18,16 +18,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.security.conftest import (
-    TRUSTED_LOG,
-    Host,
-    running_ttp,
-    start_host,
-    ttp_client,
-)
+from tests.security.conftest import TRUSTED_LOG, Host, running_ttp, start_host
 from trusted_launch.client import launch_token
 from trusted_launch.compute.errors import AttestationRefused, ReleaseUnusable, TTPUnreachable
 from trusted_launch.compute.launch import TrustedLaunchHost
+from trusted_launch.sandbox.hosts import ttp_client
 from trusted_launch.sandbox.ttp_process import TTPServer
 from trusted_launch.tpm import BindKeyPool, TPMDevice, TPMUnavailable
 

@@ -17,12 +17,12 @@ import uuid
 import pytest
 from sqlalchemy import MetaData, create_engine, select
 
-from tests.security.conftest import ttp_client
 from trusted_launch.client.ttp_keys import fetch_ttp_key
 from trusted_launch.compute.errors import ImageDigestMismatch, LaunchRefused
 from trusted_launch.compute.launch import check_image_digest
 from trusted_launch.crypto.digest import digest_file
 from trusted_launch.crypto.token import LaunchToken, seal_token
+from trusted_launch.sandbox.hosts import ttp_client
 
 pytestmark = pytest.mark.swtpm
 

@@ -27,9 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
-from tests.security.conftest import PROFILES_DIR, ttp_client
+from tests.security.conftest import PROFILES_DIR
 from trusted_launch.client.launch_token import create_launch_token
 from trusted_launch.crypto.digest import digest_file
+from trusted_launch.sandbox.hosts import ttp_client
 
 pytestmark = pytest.mark.swtpm
 

@@ -19,13 +19,7 @@ from dataclasses import dataclass, field
 
 from trusted_launch.client.challenge import verify_vm
 from trusted_launch.client.launch_token import create_launch_token
-from trusted_launch.compute.enrollment import enroll_host
-from trusted_launch.compute.launch import (
-    HostIdentity,
-    StepTimer,
-    TrustedLaunchHost,
-    check_image_digest,
-)
+from trusted_launch.compute.launch import StepTimer, check_image_digest
 from trusted_launch.compute.ttp_client import TTPClient, check_ttp_url
 from trusted_launch.crypto.digest import digest_file
 from trusted_launch.crypto.nonce import encode_nonce
@@ -33,25 +27,13 @@ from trusted_launch.crypto.token import ImageDigest, LaunchToken, seal_token
 from trusted_launch.demo.report import ACCEPTED, REFUSED, Recorder, ScenarioResult
 from trusted_launch.guest.agent import ChallengeServer
 from trusted_launch.guest.identity import load_identity
+from trusted_launch.sandbox.hosts import SandboxHost, running_host
 from trusted_launch.sandbox.pki import CertificateAuthority
-from trusted_launch.sandbox.swtpm import StateCache, SwtpmProcess, extend_pcr
+from trusted_launch.sandbox.swtpm import StateCache, extend_pcr
 from trusted_launch.sandbox.ttp_process import TTPServer, start_ttp
-from trusted_launch.tpm import BindKeyPool, TPMDevice
 
-BIND_KEY_PCRS = "sha256:0,1,2,3,4,5,6,7"
 TRUSTED_LOG = "secureboot_binary_bios_measurements"
 UNTRUSTED_LOG = "coreos_36_shielded_vm_no_secure_boot_eventlog"
-PROFILES = ("low", "medium", "high")
-
-
-@dataclass
-class DemoHost:
-    """One simulated compute host: its swtpm, TPM device and protocol runner."""
-
-    name: str
-    tpm: SwtpmProcess
-    device: TPMDevice
-    runner: TrustedLaunchHost
 
 
 def run(recorder: Recorder, data_dir: pathlib.Path, profiles_dir: pathlib.Path) -> None:
@@ -64,7 +46,7 @@ def run(recorder: Recorder, data_dir: pathlib.Path, profiles_dir: pathlib.Path) 
 @dataclass
 class Environment:
     ttp: TTPServer
-    hosts: dict[str, DemoHost]
+    hosts: dict[str, SandboxHost]
     image: pathlib.Path
 
     _clients: dict[str, TTPClient] = field(default_factory=dict)
@@ -86,33 +68,17 @@ def _environment(tmp: pathlib.Path, data_dir: pathlib.Path,
     states.state(0)  # manufacturing the first TPM also makes the EK CA
     with contextlib.ExitStack() as stack:
         ttp = stack.enter_context(start_ttp(tmp / "ttp", tls_ca=tls_ca,
-                                            ek_ca_files=states.ca.ek_ca_certs))
-        for name in PROFILES:
-            ttp.put_profile(name, (profiles_dir / f"{name}.yaml").read_text())
+                                            ek_ca_files=states.ca.ek_ca_certs,
+                                            profiles_dir=profiles_dir))
         hosts = {}
         for index, (name, log) in enumerate((("host-a", TRUSTED_LOG),
                                              ("host-b", UNTRUSTED_LOG))):
-            hosts[name] = stack.enter_context(
-                _host(name, states, index, data_dir / "eventlogs" / log, ttp))
+            hosts[name] = stack.enter_context(running_host(
+                name, states.state(index), states.ca, data_dir / "eventlogs" / log, ttp,
+                pool_size=12))
         image = tmp / "image.qcow2"
         image.write_bytes(secrets.token_bytes(4 << 20))
         yield Environment(ttp, hosts, image)
-
-
-@contextlib.contextmanager
-def _host(name: str, states: StateCache, index: int, event_log: pathlib.Path,
-          ttp: TTPServer) -> Iterator[DemoHost]:
-    with SwtpmProcess(states.state(index), states.ca) as tpm:
-        tpm.boot(event_log)
-        with TPMDevice(tpm.tcti) as device:
-            client = TTPClient(ttp.url, ca_file=str(ttp.ca_file), connect_retries=0)
-            ak_certificate = enroll_host(device, client, name)
-            pool = BindKeyPool(device, algorithm="ecc", pcr_selection=BIND_KEY_PCRS, size=12)
-            pool.fill()
-            runner = TrustedLaunchHost(
-                device=device, pool=pool, identity=HostIdentity(name, ak_certificate),
-                read_event_log=event_log.read_bytes, bind_key_pcrs=BIND_KEY_PCRS)
-            yield DemoHost(name, tpm, device, runner)
 
 
 def _scenarios(recorder: Recorder, env: Environment, tmp: pathlib.Path) -> None:
@@ -156,7 +122,7 @@ def _scenarios(recorder: Recorder, env: Environment, tmp: pathlib.Path) -> None:
                 client=env.client(f"https://127.0.0.1:{_closed_port()}"))
 
 
-def _launch(host: DemoHost, env: Environment, token: str, result: ScenarioResult, *,
+def _launch(host: SandboxHost, env: Environment, token: str, result: ScenarioResult, *,
             image: pathlib.Path | None = None, client: TTPClient | None = None) -> bytes:
     """Steps 5-12 on ``host``; the released N (only kept in memory)."""
     timer = StepTimer()
@@ -206,13 +172,13 @@ def _agent(identity) -> Iterator[str]:
         server.server_close()
 
 
-def _replay_certify(host: DemoHost, env: Environment, token: str) -> None:
+def _replay_certify(host: SandboxHost, env: Environment, token: str) -> None:
     """Evidence certified for one launch id, presented for another."""
     _, body = host.runner.evidence(token=token, launch_id=str(uuid.uuid4()))
     env.client().attest(dict(body, launch_id=str(uuid.uuid4())))
 
 
-def _pcr_changed(host: DemoHost, env: Environment, token: str, result: ScenarioResult) -> None:
+def _pcr_changed(host: SandboxHost, env: Environment, token: str, result: ScenarioResult) -> None:
     """The host leaves its measured state between attestation and decryption."""
     pending = host.runner.attest(env.client(), token=token, launch_id=str(uuid.uuid4()))
     extend_pcr(host.device, 7, b"demo: host state changed after certify")

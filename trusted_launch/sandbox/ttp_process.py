@@ -154,20 +154,30 @@ ek_ca_files = {','.join(str(p) for p in ek_ca_files)}
 @contextlib.contextmanager
 def start_ttp(directory: pathlib.Path, *, tls_ca: CertificateAuthority,
               ek_ca_files: list[pathlib.Path], database_url: str | None = None,
-              workers: int = 1) -> Iterator[TTPServer]:
-    """A synced database, a TLS certificate from ``tls_ca``, the server running."""
+              workers: int = 1, profiles_dir: pathlib.Path | None = None,
+              debug: bool = False) -> Iterator[TTPServer]:
+    """A synced database, a TLS certificate from ``tls_ca``, the server running.
+
+    ``profiles_dir``: install every ``*.yaml`` profile in it through the API.
+    ``debug``: log at DEBUG, every SQL statement with its parameters included.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = tls_ca.issue("ttp-server")
     admin_token = secrets.token_urlsafe(24)
     config = write_ttp_config(
         directory, database_url=database_url or f"sqlite:///{directory / 'ttp.sqlite'}",
         cert=cert, key=key, admin_token=admin_token, ek_ca_files=ek_ca_files, workers=workers)
+    if debug:
+        config.write_text(config.read_text().replace(
+            "debug = false", "debug = true\ndefault_log_levels = sqlalchemy.engine=INFO", 1))
     server = TTPServer(directory, config, tls_ca.cert_file, admin_token)
     synced = server.manage("db", "sync")
     if synced.returncode != 0:
         raise RuntimeError(f"trusted-launch-ttp-manage db sync failed: {synced.stderr}")
     server.start()
     try:
+        for profile in sorted(profiles_dir.glob("*.yaml")) if profiles_dir else ():
+            server.put_profile(profile.stem, profile.read_text())
         yield server
     finally:
         server.stop()
