@@ -33,6 +33,6 @@ fi
 # The editable install cannot place the compute driver shim inside Nova's own
 # package; link it there so load_compute_driver finds nova.virt.trusted_launch.
 nova_virt=$(.venv/bin/python -c 'import importlib.util as u; print(u.find_spec("nova").submodule_search_locations[0])')/virt
-if [ -d "$nova_virt" ] && [ ! -e "$nova_virt/trusted_launch" ]; then
-    ln -s "$PWD/nova/virt/trusted_launch" "$nova_virt/trusted_launch"
+if [ -d "$nova_virt" ] && [ "$(readlink "$nova_virt/trusted_launch")" != "$PWD/nova/virt/trusted_launch" ]; then
+    ln -sfn "$PWD/nova/virt/trusted_launch" "$nova_virt/trusted_launch"
 fi
