@@ -17,6 +17,7 @@ from tests.integration.ttp.test_release import (
     PROFILE,
     _attestation,
     _current_key,
+    at_least_as_strict,
     attested_host,  # noqa: F401 - a fixture
 )
 from trusted_launch.client.errors import ReceiptUnavailable
@@ -66,7 +67,8 @@ def test_trusted_decision_comes_with_a_signed_receipt(ttp_server, attested_host)
     receipt = verify_receipt(answer["receipt"], receipt_keys(ttp_server)).receipt
     assert receipt.verdict == "trusted" and receipt.attestation_id == answer["attestation_id"]
     assert (receipt.host, receipt.launch_id) == (body["host"], body["launch_id"])
-    assert receipt.requested_profile == receipt.satisfied_profile == PROFILE["name"]
+    assert receipt.requested_profile == PROFILE["name"]
+    assert at_least_as_strict(ttp_server, receipt.satisfied_profile, PROFILE["name"])
     assert receipt.image_digest == "sha256:" + bytes(range(32)).hex()
     assert receipt.token_digest == token_digest(body["token"]).hex()
     assert receipt.evidence["event_log"] == sha256(body["event_log"])
