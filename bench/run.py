@@ -122,6 +122,20 @@ def _require(report: dict) -> None:
             "host-side protocol time per launch (release(), see bench_protocol)")
 
 
+def _updated(previous: dict, fresh: dict) -> dict:
+    """Modules of ``previous`` not re-run in ``fresh``, merged again in MODULES order."""
+    modules = {**previous.get("modules", {}), **fresh["modules"]}
+    notes = {k: v for k, v in previous.get("notes", {}).items() if k not in REQUIRED}
+    notes.update({k: v for k, v in fresh["notes"].items() if k not in REQUIRED})
+    report: dict = {"notes": notes, "modules": {}}
+    for name in MODULES:
+        if name in modules:
+            report["modules"][name] = modules[name]
+            _merge(report, name, modules[name])
+    _require(report)
+    return report
+
+
 def sizing(report: dict) -> str | None:
     """TTP workers (one core each) per 1,000 launches/minute, from the measured CPU cost."""
     cpu_ms = report.get("ttp_server_cpu_ms_per_attestation")
@@ -164,10 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("only", nargs="*", help="benchmark modules to run (default: all)")
     parser.add_argument("--output", default=str(HERE / "report.json"))
     parser.add_argument("--chart", default=str(HERE / "launch_breakdown.png"))
+    parser.add_argument("--update", action="store_true",
+                        help="re-run only the named modules, keep the other modules' "
+                             "figures from the existing --output report")
     args = parser.parse_args(argv)
     selected = [m if m.startswith("bench_") else f"bench_{m}" for m in args.only] or list(MODULES)
     sys.path.insert(0, str(HERE.parent))
     report = run_all(selected)
+    if args.update and pathlib.Path(args.output).exists():
+        report = _updated(json.loads(pathlib.Path(args.output).read_text()), report)
     rule = sizing(report)
     if rule:
         report["ttp_sizing_rule"] = rule

@@ -24,17 +24,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--profiles-dir", type=pathlib.Path,
                       default=pathlib.Path("examples/profiles"),
                       help="security-profile documents low/medium/high.yaml for the TTP")
+    demo.add_argument("--no-nova", action="store_true",
+                      help="skip the stage that runs the scenarios inside real Nova")
     demo.set_defaults(func=demo_command)
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from trusted_launch.demo import evidence_stage, protocol_stage
+    from trusted_launch.demo import evidence_stage, nova_stage, protocol_stage
     from trusted_launch.demo.report import Recorder
 
     echo = None if args.json else print
     recorder = Recorder(echo=echo)
     evidence_stage.run(recorder, args.data_dir / "eventlogs")
     protocol_stage.run(recorder, args.data_dir, args.profiles_dir)
+    if not args.no_nova:
+        nova_stage.run(recorder, args.data_dir.resolve().parent.parent)
     if args.json:
         json.dump({"scenarios": [r.to_json() for r in recorder.results],
                    "all_as_expected": recorder.all_as_expected}, sys.stdout, indent=2)

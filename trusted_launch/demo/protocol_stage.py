@@ -93,31 +93,31 @@ def _scenarios(recorder: Recorder, env: Environment, tmp: pathlib.Path) -> None:
 
     token, nonce_file_content = token_for("high")
     released = None
-    with recorder.scenario("trusted_launch_accepted", ACCEPTED) as result:
+    with recorder.scenario("protocol:trusted_launch_accepted", ACCEPTED) as result:
         released = _launch(host_a, env, token, result)
         result.reason = f"{host_a.name} attested for profile high; N released and image checked"
     _challenge_scenarios(recorder, released, tmp, nonce_file_content)
 
-    with recorder.scenario("untrusted_host_refused", REFUSED) as result:
+    with recorder.scenario("protocol:untrusted_host_refused", REFUSED) as result:
         _launch(env.hosts["host-b"], env, token_for("high")[0], result)
-    with recorder.scenario("weaker_profile_on_untrusted_host", ACCEPTED) as result:
+    with recorder.scenario("protocol:weaker_profile_on_untrusted_host", ACCEPTED) as result:
         _launch(env.hosts["host-b"], env, token_for("low")[0], result)
         result.reason = "host-b meets profile low (a well-formed measured boot)"
-    with recorder.scenario("tampered_image_refused", REFUSED) as result:
+    with recorder.scenario("protocol:tampered_image_refused", REFUSED) as result:
         tampered = tmp / "tampered.qcow2"
         tampered.write_bytes(env.image.read_bytes()[:-1] + b"\x00")
         _launch(host_a, env, token_for("high")[0], result, image=tampered)
-    with recorder.scenario("token_replayed_refused", REFUSED) as result:
+    with recorder.scenario("protocol:token_replayed_refused", REFUSED) as result:
         _launch(host_a, env, token, result)
-    with recorder.scenario("token_for_other_ttp_key_refused", REFUSED) as result:
+    with recorder.scenario("protocol:token_for_other_ttp_key_refused", REFUSED) as result:
         _launch(host_a, env, _token_for_unknown_key(image_digest), result)
-    with recorder.scenario("certify_evidence_replayed_refused", REFUSED) as result:
+    with recorder.scenario("protocol:certify_evidence_replayed_refused", REFUSED) as result:
         _replay_certify(host_a, env, token_for("high")[0])
-    with recorder.scenario("pcr_changed_decrypt_refused", REFUSED) as result:
+    with recorder.scenario("protocol:pcr_changed_decrypt_refused", REFUSED) as result:
         _pcr_changed(env.hosts["host-b"], env, token_for("low")[0], result)
-    with recorder.scenario("ttp_not_on_allow_list_refused", REFUSED):
+    with recorder.scenario("protocol:ttp_not_on_allow_list_refused", REFUSED):
         check_ttp_url("https://169.254.169.254", allowed=[env.ttp.url])
-    with recorder.scenario("ttp_unreachable_refused", REFUSED) as result:
+    with recorder.scenario("protocol:ttp_unreachable_refused", REFUSED) as result:
         _launch(host_a, env, token_for("high")[0], result,
                 client=env.client(f"https://127.0.0.1:{_closed_port()}"))
 
@@ -151,10 +151,10 @@ def _challenge_scenarios(recorder: Recorder, nonce: bytes | None, tmp: pathlib.P
 
     tenant_n = decode_nonce(tenant_nonce)
     with _agent(identity) as address:
-        with recorder.scenario("vm_challenge_verified", ACCEPTED) as result:
+        with recorder.scenario("protocol:vm_challenge_verified", ACCEPTED) as result:
             vm = verify_vm(address, server_id, tenant_n)
             result.reason = f"VM proved it holds N; SSH host key {vm.ssh_host_key_fingerprint}"
-        with recorder.scenario("wrong_nonce_challenge_rejected", REFUSED):
+        with recorder.scenario("protocol:wrong_nonce_challenge_rejected", REFUSED):
             verify_vm(address, server_id, secrets.token_bytes(32))
 
 

@@ -52,6 +52,10 @@ class Recorder:
         else:
             result.outcome = result.outcome or ACCEPTED
         result.duration_ms = (time.perf_counter() - started) * 1000
+        self.add(result)
+
+    def add(self, result: ScenarioResult) -> None:
+        """Record a result measured elsewhere (another process)."""
         self.results.append(result)
         if self._echo:
             self._echo(render_line(result))
@@ -63,7 +67,7 @@ class Recorder:
 
 def render_line(result: ScenarioResult) -> str:
     mark = "ok  " if result.as_expected else "FAIL"
-    line = (f"[{mark}] {result.name:<36} expected {result.expected:<8} "
+    line = (f"[{mark}] {result.name:<44} expected {result.expected:<8} "
             f"got {result.outcome:<8} {result.duration_ms:8.1f} ms")
     if result.reason:
         line += f"\n         reason: {result.reason}"
