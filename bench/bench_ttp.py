@@ -43,6 +43,8 @@ from trusted_launch.crypto.token import LaunchToken, key_id_for, seal_token  # n
 from trusted_launch.evidence.eventlog import parse_event_log, replay  # noqa: E402
 from trusted_launch.evidence.tpm2 import PCRSelection, parse_public  # noqa: E402
 from trusted_launch.policy import ProfileSet, load_profile  # noqa: E402
+from trusted_launch.sandbox.databases import DatabaseUnavailable  # noqa: E402
+from trusted_launch.sandbox.databases import postgres_database as sandbox_postgres  # noqa: E402
 from trusted_launch.sandbox.swtpm import StateCache, SwtpmProcess  # noqa: E402
 from trusted_launch.tpm import TPMDevice, bindkeys  # noqa: E402
 from trusted_launch.ttp.verifier import AttestationRequest, LaunchVerifier  # noqa: E402
@@ -55,7 +57,6 @@ HTTPS_REQUESTS = 1600
 CLIENT_THREADS = 8
 # The verifier does not read the AK certificate (the service checks it).
 PLACEHOLDER_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-PG_ADMIN = dict(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
 
 
 def _token(key_id: str, public, profile: str = "high") -> str:
@@ -128,22 +129,10 @@ def _rate(func) -> float:
 def postgres_database() -> Iterator[str | None]:
     """A throw-away PostgreSQL database URL (dropped afterwards), or None if unreachable."""
     try:
-        import psycopg2
-
-        admin = psycopg2.connect(connect_timeout=3, **PG_ADMIN)
-    except Exception:  # any failure means: fall back to SQLite
+        with sandbox_postgres("ttp_bench") as url:
+            yield url
+    except DatabaseUnavailable:
         yield None
-        return
-    admin.autocommit = True
-    name = f"ttp_bench_{secrets.token_hex(6)}"
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
 
 
 def _client_process(port: int, ca_file: str, path: str, payloads: list[bytes | None],
