@@ -1,19 +1,68 @@
 #!/bin/bash
-# DevStack plugin for trusted-launch: installs the package, runs the TTP,
-# and configures nova-scheduler and nova-compute in nova.conf.
+# DevStack plugin for trusted-launch: installs the package (and swtpm where no
+# hardware TPM exists), runs the TTP over HTTPS, enrolls this compute host,
+# configures nova-scheduler's filter and nova-compute's driver, and creates one
+# host aggregate per security profile.
+
+TL_TTP_CONF=$TRUSTED_LAUNCH_CONF_DIR/ttp.conf
+TL_TTP_URL=https://$SERVICE_HOST:$TRUSTED_LAUNCH_TTP_PORT
 
 function install_trusted_launch {
-    install_package swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config
+    install_package swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config genisoimage
     setup_develop "$TRUSTED_LAUNCH_DIR"
+    # nova-compute's loader imports nova.virt.<compute_driver>: put the shim there.
+    local nova_virt
+    nova_virt=$(python3 -c 'import nova.virt, os; print(os.path.dirname(nova.virt.__file__))')
+    sudo ln -sfn "$TRUSTED_LAUNCH_DIR/nova/virt/trusted_launch" "$nova_virt/trusted_launch"
+}
+
+function _trusted_launch_tcti {
+    if [[ -n "$TRUSTED_LAUNCH_TCTI" ]]; then
+        echo "$TRUSTED_LAUNCH_TCTI"
+    elif [[ -e /dev/tpmrm0 ]]; then
+        echo "device:/dev/tpmrm0"
+    else
+        echo "swtpm:host=127.0.0.1,port=$TRUSTED_LAUNCH_SWTPM_PORT"
+    fi
+}
+
+function start_trusted_launch_swtpm {
+    [[ "$(_trusted_launch_tcti)" == swtpm:* ]] || return 0
+    local state=$TRUSTED_LAUNCH_DATA_DIR/swtpm
+    sudo install -d -o "$STACK_USER" "$state"
+    [[ -e $state/tpm2-00.permall ]] || swtpm_setup --tpm2 --tpmstate "$state" \
+        --create-ek-cert --create-platform-cert --lock-nvram --pcr-banks sha1,sha256
+    run_process tl-swtpm "$(which swtpm) socket --tpm2 --tpmstate dir=$state \
+        --server type=tcp,port=$TRUSTED_LAUNCH_SWTPM_PORT,bindaddr=127.0.0.1 \
+        --ctrl type=tcp,port=$((TRUSTED_LAUNCH_SWTPM_PORT + 1)),bindaddr=127.0.0.1 \
+        --flags not-need-init,startup-clear"
+    sleep 1
+    # A swtpm has measured nothing: replay the configured firmware log into it,
+    # so its PCRs and the log the TTP judges agree (a development stand-in).
+    python3 -c "import pathlib, sys; from trusted_launch.sandbox.swtpm import boot; \
+boot(int(sys.argv[1]), pathlib.Path(sys.argv[2]))" \
+        "$TRUSTED_LAUNCH_SWTPM_PORT" "$TRUSTED_LAUNCH_EVENT_LOG"
 }
 
 function configure_trusted_launch_ttp {
-    sudo install -d -o "$STACK_USER" "$TRUSTED_LAUNCH_TTP_CONF_DIR" "$TRUSTED_LAUNCH_TTP_DATA_DIR"
-    local conf=$TRUSTED_LAUNCH_TTP_CONF_DIR/ttp.conf
-    iniset "$conf" api bind_port "$TRUSTED_LAUNCH_TTP_PORT"
-    iniset "$conf" database connection "sqlite:///$TRUSTED_LAUNCH_TTP_DATA_DIR/ttp.sqlite"
-    iniset "$conf" keys key_dir "$TRUSTED_LAUNCH_TTP_DATA_DIR/keys"
-    trusted-launch-ttp-manage --config-file "$conf" db sync
+    sudo install -d -o "$STACK_USER" "$TRUSTED_LAUNCH_CONF_DIR" "$TRUSTED_LAUNCH_DATA_DIR"
+    local cert=$TRUSTED_LAUNCH_CONF_DIR/ttp-cert.pem key=$TRUSTED_LAUNCH_CONF_DIR/ttp-key.pem
+    [[ -e $cert ]] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -days 365 -subj "/CN=$SERVICE_HOST" -addext "subjectAltName=IP:$SERVICE_HOST" \
+        -keyout "$key" -out "$cert"
+    iniset "$TL_TTP_CONF" api bind_host "$SERVICE_HOST"
+    iniset "$TL_TTP_CONF" api bind_port "$TRUSTED_LAUNCH_TTP_PORT"
+    iniset "$TL_TTP_CONF" api cert_file "$cert"
+    iniset "$TL_TTP_CONF" api key_file "$key"
+    iniset "$TL_TTP_CONF" database connection \
+        "sqlite:///$TRUSTED_LAUNCH_DATA_DIR/ttp.sqlite"
+    iniset "$TL_TTP_CONF" key_store key_dir "$TRUSTED_LAUNCH_DATA_DIR/keys"
+    iniset "$TL_TTP_CONF" key_store attestation_ca_cert "$TRUSTED_LAUNCH_DATA_DIR/ak-ca.pem"
+    iniset "$TL_TTP_CONF" key_store attestation_ca_key "$TRUSTED_LAUNCH_DATA_DIR/ak-ca.key"
+    iniset "$TL_TTP_CONF" enrollment ek_ca_files \
+        "/var/lib/swtpm-localca/issuercert.pem,/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem"
+    iniset "$TL_TTP_CONF" attestation profile_dir "$TRUSTED_LAUNCH_DIR/examples/profiles"
+    trusted-launch-ttp-manage --config-file "$TL_TTP_CONF" db sync
 }
 
 function configure_trusted_launch_nova {
@@ -22,13 +71,33 @@ function configure_trusted_launch_nova {
     iniset "$NOVA_CONF" filter_scheduler enabled_filters "${filters:+$filters,}SecurityProfileFilter"
     iniadd "$NOVA_CONF" filter_scheduler available_filters \
         trusted_launch.scheduler.security_profile_filter.SecurityProfileFilter
-    iniset "$NOVA_CONF" trusted_launch tcti "$TRUSTED_LAUNCH_TCTI"
-    iniset "$NOVA_CONF" trusted_launch security_profiles "$TRUSTED_LAUNCH_PROFILES"
-    iniset "$NOVA_CONF" trusted_launch allowed_ttp_urls "https://$SERVICE_HOST:$TRUSTED_LAUNCH_TTP_PORT"
+    iniset "$NOVA_CPU_CONF" DEFAULT compute_driver trusted_launch.driver.TrustedLibvirtDriver
+    iniset "$NOVA_CPU_CONF" DEFAULT force_config_drive False
+    local conf
+    for conf in "$NOVA_CONF" "$NOVA_CPU_CONF"; do
+        iniset "$conf" trusted_launch security_profiles "$TRUSTED_LAUNCH_PROFILES"
+        iniset "$conf" trusted_launch tcti "$(_trusted_launch_tcti)"
+        iniset "$conf" trusted_launch allowed_ttp_urls "$TL_TTP_URL"
+        iniset "$conf" trusted_launch ttp_ca_file "$TRUSTED_LAUNCH_CONF_DIR/ttp-cert.pem"
+        iniset "$conf" trusted_launch event_log_path "$TRUSTED_LAUNCH_EVENT_LOG"
+        iniset "$conf" trusted_launch host_security_profile "$TRUSTED_LAUNCH_HOST_PROFILE"
+        iniset "$conf" trusted_launch ak_certificate_file "$TRUSTED_LAUNCH_CONF_DIR/ak-cert.pem"
+    done
 }
 
-function start_trusted_launch_ttp {
-    run_process tl-ttp "$(which trusted-launch-ttp) --config-file $TRUSTED_LAUNCH_TTP_CONF_DIR/ttp.conf"
+function enroll_trusted_launch_host {
+    trusted-launch host enroll --ttp "$TL_TTP_URL" --host "$(hostname)" \
+        --tcti "$(_trusted_launch_tcti)" --ttp-ca-file "$TRUSTED_LAUNCH_CONF_DIR/ttp-cert.pem" \
+        --ak-cert-out "$TRUSTED_LAUNCH_CONF_DIR/ak-cert.pem"
+}
+
+function create_trusted_launch_aggregates {
+    local profile
+    for profile in ${TRUSTED_LAUNCH_PROFILES//,/ }; do
+        openstack aggregate show "sp-$profile" >/dev/null 2>&1 || \
+            openstack aggregate create --property "trusted_sp=$profile" "sp-$profile"
+    done
+    openstack aggregate add host "sp-$TRUSTED_LAUNCH_HOST_PROFILE" "$(hostname)" || true
 }
 
 if [[ "$1" == "stack" && "$2" == "install" ]]; then
@@ -37,9 +106,13 @@ elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
     configure_trusted_launch_ttp
     configure_trusted_launch_nova
 elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
-    start_trusted_launch_ttp
+    start_trusted_launch_swtpm
+    run_process tl-ttp "$(which trusted-launch-ttp) --config-file $TL_TTP_CONF"
+    enroll_trusted_launch_host
+    create_trusted_launch_aggregates
 fi
 
 if [[ "$1" == "unstack" ]]; then
     stop_process tl-ttp
+    stop_process tl-swtpm
 fi

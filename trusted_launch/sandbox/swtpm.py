@@ -224,25 +224,29 @@ class SwtpmProcess:
             self.state_dir = None
 
     def boot(self, event_log_path: pathlib.Path) -> None:
-        """Extend every measured event of a firmware log into the PCRs.
+        """Extend every measured event of a firmware log into the PCRs (see :func:`boot`)."""
+        boot(self.port, event_log_path)
+        self.event_log = event_log_path.read_bytes()
 
-        Afterwards the PCRs of the banks both the log and the TPM have equal the
-        log's replay.  Logs with a StartupLocality event cannot be reproduced
-        by extends and are refused.
-        """
-        from tpm2_pytss import ESAPI, TCTILdr
-        from tpm2_pytss.constants import ESYS_TR
-        from tpm2_pytss.types import TPML_DIGEST_VALUES
 
-        data = event_log_path.read_bytes()
-        with ESAPI(TCTILdr("swtpm", f"host=127.0.0.1,port={self.port}")) as ectx:
-            banks = _active_banks(ectx)
-            for pcr, digests in _measurements(data, event_log_path.name):
-                values = [tpmt_ha(alg, digest) for alg, digest in digests.items()
-                          if alg in banks]
-                if values:
-                    ectx.pcr_extend(ESYS_TR(pcr), TPML_DIGEST_VALUES(values))
-        self.event_log = data
+def boot(port: int, event_log_path: pathlib.Path) -> None:
+    """Extend every measured event of a firmware log into the swtpm on ``port``.
+
+    Afterwards the PCRs of the banks both the log and the TPM have equal the
+    log's replay.  Logs with a StartupLocality event cannot be reproduced by
+    extends and are refused.
+    """
+    from tpm2_pytss import ESAPI, TCTILdr
+    from tpm2_pytss.constants import ESYS_TR
+    from tpm2_pytss.types import TPML_DIGEST_VALUES
+
+    data = event_log_path.read_bytes()
+    with ESAPI(TCTILdr("swtpm", f"host=127.0.0.1,port={port}")) as ectx:
+        banks = _active_banks(ectx)
+        for pcr, digests in _measurements(data, event_log_path.name):
+            values = [tpmt_ha(alg, digest) for alg, digest in digests.items() if alg in banks]
+            if values:
+                ectx.pcr_extend(ESYS_TR(pcr), TPML_DIGEST_VALUES(values))
 
 
 def _measurements(data: bytes, name: str) -> list[tuple[int, dict[int, bytes]]]:
