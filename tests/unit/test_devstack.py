@@ -18,5 +18,5 @@ def test_plugin_sets_filter_driver_and_enrolls():
     text = PLUGIN.read_text()
     for needle in ("SecurityProfileFilter", "trusted_launch.driver.TrustedLibvirtDriver",
                    "trusted-launch host enroll", "openstack aggregate create",
-                   "trusted-launch-ttp-manage --config-file", "swtpm socket"):
+                   "trusted-launch-ttp-manage --config-file", "socket --tpm2 --tpmstate"):
         assert needle in text, needle
