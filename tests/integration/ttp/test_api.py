@@ -83,10 +83,16 @@ def test_oversized_body_is_refused_unread(ttp_server: TTPServer) -> None:
 
 
 def test_oversized_chunked_body_is_refused(ttp_server: TTPServer) -> None:
+    """The server stops reading at the limit: the client sees 413, or, when it is
+    still sending as the server answers and closes, a closed connection."""
     chunks = (b"[" * 10_000 for _ in range(40))
-    response = ttp_server.request("POST", "/v1/hosts", data=chunks,
-                                  headers={"Content-Type": "application/json"})
-    assert response.status_code == 413
+    try:
+        response = ttp_server.request("POST", "/v1/hosts", data=chunks,
+                                      headers={"Content-Type": "application/json"})
+    except requests.ConnectionError:
+        response = None
+    assert response is None or response.status_code == 413
+    assert ttp_server.request("GET", "/").status_code == 200
 
 
 @pytest.mark.parametrize("body", [b"{", b"\xff\xfe", b"[1, NaN]", b"{\"a\": 1} x", b""])
