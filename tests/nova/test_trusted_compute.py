@@ -54,9 +54,13 @@ from urllib3 import connection as urllib3_connection
 from urllib3 import connectionpool
 
 from tests.fixtures.swtpm import swtpm_state_cache  # noqa: F401
-from tests.fixtures.ttp import CertificateAuthority
 from tests.nova.base import API_PASTE_INI, FILTER_PATH, HOST_ATTR
-from tests.nova.trusted_env import NO_SECURE_BOOT_LOG, SECUREBOOT_LOG, TrustedEnvironment
+from tests.nova.trusted_env import (
+    NO_SECURE_BOOT_LOG,
+    SECUREBOOT_LOG,
+    TrustedEnvironment,
+    running_environment,
+)
 from trusted_launch.client.challenge import verify_vm
 from trusted_launch.client.errors import VMVerificationFailed
 from trusted_launch.compute.driver import (
@@ -81,13 +85,8 @@ IMAGE_BYTES = b"trusted-launch functional test image\n" * 2048
 @pytest.fixture(scope="module")
 def trusted_env(tmp_path_factory, swtpm_state_cache):  # noqa: F811
     """The TTP and two enrolled swtpm hosts, shared by every test of this module."""
-    ca = CertificateAuthority(tmp_path_factory.mktemp("nova-ttp-pki"))
-    env = TrustedEnvironment(tmp_path_factory.mktemp("trusted-env"), swtpm_state_cache, ca)
-    try:
-        env.start(HOST_LOGS)
+    with running_environment(tmp_path_factory, swtpm_state_cache, HOST_LOGS, "nova") as env:
         yield env
-    finally:
-        env.stop()
 
 
 @pytest.fixture(scope="class")

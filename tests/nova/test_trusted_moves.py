@@ -24,10 +24,13 @@ from nova.tests.functional.api import client
 from nova.tests.functional.libvirt import base as libvirt_base
 
 from tests.fixtures.swtpm import swtpm_state_cache  # noqa: F401
-from tests.fixtures.ttp import CertificateAuthority
 from tests.nova import test_trusted_compute as compute_tests
 from tests.nova.base import HOST_ATTR
-from tests.nova.trusted_env import NO_SECURE_BOOT_LOG, SECUREBOOT_LOG, TrustedEnvironment
+from tests.nova.trusted_env import (
+    NO_SECURE_BOOT_LOG,
+    SECUREBOOT_LOG,
+    running_environment,
+)
 from trusted_launch.compute.nonce_injection import NONCE_PATH
 from trusted_launch.compute.relaunch import COMMITMENT_KEY, nonce_commitment
 from trusted_launch.sandbox.swtpm import extend_pcr
@@ -43,13 +46,8 @@ HIGH_HOSTS = {"host-a", "host-c"}
 @pytest.fixture(scope="module")
 def trusted_env(tmp_path_factory, swtpm_state_cache):  # noqa: F811
     """The TTP and three enrolled swtpm hosts, shared by every test of this module."""
-    ca = CertificateAuthority(tmp_path_factory.mktemp("moves-ttp-pki"))
-    env = TrustedEnvironment(tmp_path_factory.mktemp("moves-env"), swtpm_state_cache, ca)
-    try:
-        env.start(HOST_LOGS)
+    with running_environment(tmp_path_factory, swtpm_state_cache, HOST_LOGS, "moves") as env:
         yield env
-    finally:
-        env.stop()
 
 
 @pytest.fixture(scope="class")

@@ -10,10 +10,12 @@ client code (``create_launch_token``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import pathlib
 import secrets
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tests.conftest import EVENTLOG_DIR
@@ -121,3 +123,17 @@ def _closed_port() -> int:
 
 __all__ = ["NO_SECURE_BOOT_LOG", "PROFILES", "SECUREBOOT_LOG", "TrustedEnvironment",
            "TrustedHost"]
+
+
+@contextlib.contextmanager
+def running_environment(tmp_path_factory, swtpm_state_cache: StateCache,
+                        host_logs: dict[str, pathlib.Path],
+                        name: str) -> Iterator[TrustedEnvironment]:
+    """A started :class:`TrustedEnvironment` for ``host_logs``, stopped afterwards."""
+    ca = CertificateAuthority(tmp_path_factory.mktemp(f"{name}-ttp-pki"))
+    env = TrustedEnvironment(tmp_path_factory.mktemp(f"{name}-env"), swtpm_state_cache, ca)
+    try:
+        env.start(host_logs)
+        yield env
+    finally:
+        env.stop()
