@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 
 from trusted_launch.compute.errors import TTPProtocolError
-from trusted_launch.compute.ttp_client import TTPClient
+from trusted_launch.compute.ttp_client import TTPClient, b64
 
 
 def enroll_host(device, ttp: TTPClient, host_name: str) -> str:
@@ -19,21 +19,17 @@ def enroll_host(device, ttp: TTPClient, host_name: str) -> str:
     ak = device.ensure_attestation_key()
     challenge = ttp.enroll({
         "host": host_name,
-        "ek_certificate": _b64(device.ek_certificate()),
-        "ek_public": _b64(device.ek_public()),
-        "ak_public": _b64(ak.public),
+        "ek_certificate": b64(device.ek_certificate()),
+        "ek_public": b64(device.ek_public()),
+        "ak_public": b64(ak.public),
     })
     try:
         blob = base64.b64decode(challenge["credential_blob"], validate=True)
         secret = base64.b64decode(challenge["encrypted_secret"], validate=True)
     except (KeyError, TypeError, ValueError):
         raise TTPProtocolError("enrollment answer lacks a valid credential challenge") from None
-    answer = ttp.activate(host_name, {"secret": _b64(device.activate_credential(blob, secret))})
+    answer = ttp.activate(host_name, {"secret": b64(device.activate_credential(blob, secret))})
     certificate = answer.get("ak_certificate")
     if not isinstance(certificate, str) or "BEGIN CERTIFICATE" not in certificate:
         raise TTPProtocolError("activation answer carries no AK certificate")
     return certificate
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

@@ -27,7 +27,7 @@ from trusted_launch.compute.errors import (
     TTPProtocolError,
     TTPUnreachable,
 )
-from trusted_launch.compute.ttp_client import TTPClient
+from trusted_launch.compute.ttp_client import TTPClient, b64
 from trusted_launch.evidence.algorithms import HashAlg
 from trusted_launch.evidence.tpm2 import PCRSelection
 from trusted_launch.tpm.errors import TPMError
@@ -148,11 +148,11 @@ class HostMonitor:
         challenge = self._ttp.host_challenge(self.host_name)
         nonce = _b64decode(challenge.get("nonce"))
         attest, signature = self._device.quote(self.selection, nonce)
-        body = {"nonce": _b64(nonce), "quote": _b64(attest), "signature": _b64(signature),
-                "event_log": _b64(self._read_event_log())}
+        body = {"nonce": b64(nonce), "quote": b64(attest), "signature": b64(signature),
+                "event_log": b64(self._read_event_log())}
         if self._ima_list_path is not None:
             offset = self._ima_offset
-            body["ima_log"] = _b64(read_from(self._ima_list_path, offset))
+            body["ima_log"] = b64(read_from(self._ima_list_path, offset))
             body["ima_offset"] = offset
         return self._ttp.host_attestation(self.host_name, body)
 
@@ -209,10 +209,6 @@ class HostMonitor:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def _b64decode(value: object) -> bytes:

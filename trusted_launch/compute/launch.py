@@ -21,7 +21,7 @@ from trusted_launch.compute.errors import (
     ReleaseUnusable,
     TTPProtocolError,
 )
-from trusted_launch.compute.ttp_client import TTPClient
+from trusted_launch.compute.ttp_client import TTPClient, b64
 from trusted_launch.crypto.binding import certify_qualifying_data
 from trusted_launch.crypto.errors import SealingError
 from trusted_launch.crypto.sealing import ReleasedSecrets, open_from_bind_key, release_aad
@@ -136,10 +136,10 @@ class TrustedLaunchHost:
             "launch_id": launch_id,
             "token": token,
             "ak_certificate": self._identity.ak_certificate_pem,
-            "bind_key_public": _b64(public),
-            "certify_info": _b64(attest),
-            "certify_signature": _b64(signature),
-            "event_log": _b64(self._read_event_log()),
+            "bind_key_public": b64(public),
+            "certify_info": b64(attest),
+            "certify_signature": b64(signature),
+            "event_log": b64(self._read_event_log()),
             "bind_key_pcrs": self._bind_key_pcrs,
         }
 
@@ -169,7 +169,3 @@ def check_image_digest(expected: ImageDigest, actual: bytes) -> None:
         raise ImageDigestMismatch(
             f"the image to boot has {expected.algorithm} digest {actual.hex()[:16]}..., "
             f"the tenant's token names {expected.value.hex()[:16]}...")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

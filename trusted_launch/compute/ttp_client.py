@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,11 @@ from trusted_launch.compute.errors import (
 )
 
 LOG = logging.getLogger(__name__)
+
+
+def b64(data: bytes) -> str:
+    """Standard base64 text, the encoding of every binary field in /v1 bodies."""
+    return base64.b64encode(data).decode("ascii")
 
 
 def check_ttp_url(url: str, allowed: Sequence[str]) -> str:
