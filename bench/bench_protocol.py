@@ -34,18 +34,17 @@ import requests  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey  # noqa: E402
 
-from trusted_launch.compute.enrollment import enroll_host  # noqa: E402
-from trusted_launch.compute.launch import HostIdentity, StepTimer, TrustedLaunchHost  # noqa: E402
+from trusted_launch.compute.launch import StepTimer, TrustedLaunchHost  # noqa: E402
 from trusted_launch.compute.ttp_client import TTPClient  # noqa: E402
 from trusted_launch.crypto.token import ImageDigest, LaunchToken, seal_token  # noqa: E402
+from trusted_launch.sandbox.hosts import running_host  # noqa: E402
 from trusted_launch.sandbox.pki import CertificateAuthority  # noqa: E402
-from trusted_launch.sandbox.swtpm import StateCache, SwtpmProcess  # noqa: E402
+from trusted_launch.sandbox.swtpm import StateCache  # noqa: E402
 from trusted_launch.sandbox.ttp_process import TTPServer, start_ttp  # noqa: E402
 from trusted_launch.tpm import BindKeyPool, TPMDevice, bindkeys  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "eventlogs"
 PROFILES_DIR = ROOT / "examples" / "profiles"
-BIND_KEY_PCRS = "sha256:0,1,2,3,4,5,6,7"
 HOSTS = {"host-a": ("secureboot_binary_bios_measurements", "high"),
          "host-b": ("coreos_36_shielded_vm_no_secure_boot_eventlog", "low")}
 LAUNCHES = 60
@@ -108,9 +107,8 @@ def sandbox(tmp: pathlib.Path, *, database_url: str | None = None,
     with contextlib.ExitStack() as stack:
         ttp = stack.enter_context(start_ttp(
             tmp / "ttp", tls_ca=CertificateAuthority(tmp / "tls-ca"),
-            ek_ca_files=states.ca.ek_ca_certs, database_url=database_url, workers=workers))
-        for profile in ("low", "medium", "high"):
-            ttp.put_profile(profile, (PROFILES_DIR / f"{profile}.yaml").read_text())
+            ek_ca_files=states.ca.ek_ca_certs, database_url=database_url, workers=workers,
+            profiles_dir=PROFILES_DIR))
         hosts = {name: stack.enter_context(_host(name, index, states, ttp))
                  for index, name in enumerate(host_names)}
         yield Sandbox(ttp, hosts, _ttp_key(ttp))
@@ -125,20 +123,9 @@ def _ttp_key(ttp: TTPServer) -> tuple[str, X25519PublicKey]:
 @contextlib.contextmanager
 def _host(name: str, index: int, states: StateCache, ttp: TTPServer) -> Iterator[Host]:
     log_name, profile = HOSTS[name]
-    event_log = DATA / log_name
-    with SwtpmProcess(states.state(index), states.ca) as tpm:
-        tpm.boot(event_log)
-        with TPMDevice(tpm.tcti) as device:
-            client = TTPClient(ttp.url, ca_file=str(ttp.ca_file), connect_retries=0)
-            certificate = enroll_host(device, client, name)
-            pool = BindKeyPool(device, algorithm="ecc", pcr_selection=BIND_KEY_PCRS,
-                               size=BURST + 4)
-            pool.fill()
-            runner = TrustedLaunchHost(device=device, pool=pool,
-                                       identity=HostIdentity(name, certificate),
-                                       read_event_log=event_log.read_bytes,
-                                       bind_key_pcrs=BIND_KEY_PCRS)
-            yield Host(name, profile, device, pool, runner)
+    with running_host(name, states.state(index), states.ca, DATA / log_name, ttp,
+                      pool_size=BURST + 4) as host:
+        yield Host(name, profile, host.device, host.pool, host.runner)
 
 
 def _launch(host: Host, client: TTPClient, token: str) -> tuple[float, dict, list[str]]:
