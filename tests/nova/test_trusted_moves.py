@@ -172,6 +172,16 @@ class TrustedMovesTest(libvirt_base.LibvirtMigrationMixin,
         self._wait_for_server_parameter(server, {"status": "SHELVED_OFFLOADED",
                                                  "OS-EXT-STS:task_state": None})
         self._assert_re_attested(server["id"], HIGH_HOSTS, count=4)
+    def test_unshelve_refusal_tells_the_tenant_to_launch_the_snapshot_anew(self) -> None:
+        server, _nonce = self._trusted_server()
+        self._shelve_server(server)
+        with self.assertRaises(client.OpenStackApiException):  # the cast runs in the request
+            self.api.post_server_action(server["id"], {"unshelve": None})
+        self._wait_for_server_parameter(server, {"status": "SHELVED_OFFLOADED",
+                                                 "OS-EXT-STS:task_state": None})
+        logged = self.stdlog.logger.output
+        self.assertIn("image_digest_mismatch", logged)
+        self.assertIn("launch a new trusted server from the snapshot", logged)
 
     def test_live_migration_to_a_trusted_destination_re_attests_it(self) -> None:
         server, _nonce = self._trusted_server()

@@ -36,6 +36,13 @@ The re-released N must match the commitment the first launch recorded in
 system metadata. A refusal fails the operation with
 :class:`~.relaunch.TrustedRelaunchRefused`, whose fault names the check.
 
+Unshelving an offloaded instance boots its shelve snapshot, a new image
+whose digest is not the token's H: the host refuses it (fail closed) with
+``ImageUnacceptable`` and the instance stays shelved. The tenant's way back is
+a new trusted server from the snapshot, with a token for the snapshot's digest
+that the tenant checked. (Nova does not let a shelved-offloaded server's
+metadata change, so the token cannot be replaced in place.)
+
 Refusals (the instance goes to ERROR; the fault names the check and reason,
 never N, which no exception or log line ever contains):
 
@@ -72,6 +79,7 @@ from dataclasses import dataclass, field
 
 import nova.conf
 from nova import exception
+from nova.compute import vm_states
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import imagecache
 from oslo_log import log as logging
@@ -103,6 +111,8 @@ TOKEN_KEY = "trusted_token"  # noqa: S105 - a metadata key, not a secret
 TTP_KEY = "trusted_ttp"
 PROFILE_KEY = "trusted_sp"
 TRAIT_PREFIX = "CUSTOM_TRUSTED_SP_"
+UNSHELVE_HINT = ("; unshelving boots the shelve snapshot, a new image: launch a new trusted "
+                 "server from the snapshot with a token for its digest")
 
 
 class TrustedHostNotReady(Exception):
@@ -488,8 +498,10 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             check_or_commit(instance.system_metadata, instance.uuid, secrets.nonce)
         except ImageDigestMismatch as exc:
             self._notify_refusal(instance, request, exc)
-            raise exception.ImageUnacceptable(image_id=image_id,
-                                              reason=_fault_reason(exc)) from None
+            reason = _fault_reason(exc)
+            if instance.vm_state == vm_states.SHELVED_OFFLOADED:
+                reason += UNSHELVE_HINT
+            raise exception.ImageUnacceptable(image_id=image_id, reason=reason) from None
         except LaunchRefused as exc:
             self._notify_refusal(instance, request, exc)
             operation = self._relaunching.get(instance.uuid)
