@@ -11,7 +11,8 @@ import argparse
 import importlib
 import sys
 
-_COMMAND_MODULES = ("eventlog", "ima", "quote", "token", "verify", "receipt", "demo", "host")
+_COMMAND_MODULES = ("eventlog", "ima", "quote", "token", "verify", "receipt", "demo", "host",
+                    "image")
 
 
 class CommandError(Exception):

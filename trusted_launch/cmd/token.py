@@ -7,9 +7,11 @@ import json
 import sys
 
 from trusted_launch.client.errors import ClientError
+from trusted_launch.client.image_encryption import read_key_file
 from trusted_launch.client.launch_token import create_launch_token
 from trusted_launch.cmd.cli import CommandError
 from trusted_launch.crypto.digest import ImageDigest, digest_file
+from trusted_launch.crypto.token import TokenTooLong
 
 
 def register(subparsers) -> None:
@@ -27,6 +29,8 @@ def register(subparsers) -> None:
     create.add_argument("--lifetime", type=int, default=3600, help="token lifetime in seconds")
     create.add_argument("--nonce-dir", help="where to keep the nonce "
                         "(default: ~/.local/share/trusted-launch/nonces)")
+    create.add_argument("--image-key-file", metavar="K",
+                        help="put this image key in the token (from 'image encrypt')")
     create.add_argument("--json", action="store_true", help="print one JSON object")
     create.set_defaults(func=create_token)
 
@@ -37,10 +41,11 @@ def create_token(args: argparse.Namespace) -> int:
     else:
         image_digest = ImageDigest.parse(args.image_digest)
     try:
+        image_key = read_key_file(args.image_key_file) if args.image_key_file else None
         token, nonce_path = create_launch_token(
             args.ttp, args.sp, image_digest, ca_file=args.ca_file,
-            lifetime_s=args.lifetime, nonce_dir=args.nonce_dir)
-    except ClientError as exc:
+            lifetime_s=args.lifetime, nonce_dir=args.nonce_dir, image_key=image_key)
+    except (ClientError, TokenTooLong) as exc:
         raise CommandError(str(exc)) from None
     if args.json:
         print(json.dumps({"token": token, "nonce_file": str(nonce_path), "profile": args.sp,

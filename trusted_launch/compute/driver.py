@@ -22,6 +22,19 @@ An instance asks for a trusted launch with the server metadata
 
 Instances without these properties take the unchanged ``LibvirtDriver`` path.
 
+Encrypted images (:mod:`.encrypted_image`): if the cached base image is a
+LUKS-encrypted qcow2, the token must carry its key (and a key needs such an
+image; either mismatch is refused). H is checked on the ciphertext. The
+driver then makes the root disk a LUKS qcow2 overlay with the same key,
+adds ``<encryption format='luks'>`` for it and its backing store to the
+domain XML, and defines the libvirt secret (ephemeral, private) only around
+the guest's start in ``_create_guest`` (and ``_soft_reboot``); every later
+start gets the key again from its re-attestation. Live migration of such an
+instance is refused. The host needs, in nova.conf, ``[DEFAULT]
+force_raw_images = False`` (Nova would otherwise try to convert the image to
+raw: refused with a clear fault) and qcow2 instance disks (``[libvirt]
+images_type = qcow2``, or ``default`` with ``use_cow_images = True``).
+
 Every other path that starts a trusted guest re-attests the host that starts
 it with the instance's token and uuid (the TTP accepts a token again for the
 launch id that first redeemed it, :mod:`.relaunch`): rebuild, evacuate and
@@ -72,9 +85,12 @@ that profile, and removes other ``CUSTOM_TRUSTED_SP_*`` traits.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pathlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import nova.conf
@@ -82,8 +98,21 @@ from nova import exception
 from nova.compute import vm_states
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import imagecache
+from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
 
+from trusted_launch.compute.encrypted_image import (
+    EncryptedRoot,
+    ImageEncryptionRefused,
+    PendingImageKeys,
+    add_disk_encryption,
+    check_host_settings,
+    check_key_matches,
+    defined_secret,
+    inspect_disk,
+    prepare_root_disk,
+    secret_uuid_for,
+)
 from trusted_launch.compute.errors import ImageDigestMismatch, LaunchRefused
 from trusted_launch.compute.host_monitor import HostMonitor, below
 from trusted_launch.compute.image_digest import BaseImageDigests, BaseImageMissing
@@ -111,6 +140,8 @@ TOKEN_KEY = "trusted_token"  # noqa: S105 - a metadata key, not a secret
 TTP_KEY = "trusted_ttp"
 PROFILE_KEY = "trusted_sp"
 TRAIT_PREFIX = "CUSTOM_TRUSTED_SP_"
+#: Under ``instances_path``: empty encrypted overlays, one per image, key and size.
+OVERLAY_TEMPLATE_DIR = "_trusted_launch_overlays"
 UNSHELVE_HINT = ("; unshelving boots the shelve snapshot, a new image: launch a new trusted "
                  "server from the snapshot with a token for its digest")
 
@@ -234,6 +265,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         self.base_image_digests = BaseImageDigests()
         self._pending_nonces = PendingNonces()
         self._pending_receipts: dict[str, bytes] = {}
+        self._image_keys = PendingImageKeys()
         self._launching: dict[str, TrustedLaunchRequest] = {}
         self._relaunching: dict[str, str] = {}  # instance uuid -> the operation starting it
         self._ttp_clients: dict[str, TTPClient] = {}
@@ -340,14 +372,23 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             self._launching.pop(instance.uuid, None)
             self._pending_nonces.pop(instance.uuid)
             self._pending_receipts.pop(instance.uuid, None)
+            self._image_keys.pop(instance.uuid)
 
     def _create_image(self, context, instance, disk_mapping, injection_info=None,
                       suffix="", disk_images=None, block_device_info=None,
                       fallback_from_host=None, ignore_bdi_for_swap=False):
-        created = super()._create_image(
-            context, instance, disk_mapping, injection_info=injection_info, suffix=suffix,
-            disk_images=disk_images, block_device_info=block_device_info,
-            fallback_from_host=fallback_from_host, ignore_bdi_for_swap=ignore_bdi_for_swap)
+        try:
+            created = super()._create_image(
+                context, instance, disk_mapping, injection_info=injection_info,
+                suffix=suffix, disk_images=disk_images, block_device_info=block_device_info,
+                fallback_from_host=fallback_from_host, ignore_bdi_for_swap=ignore_bdi_for_swap)
+        except exception.ImageUnacceptable as exc:
+            if instance.uuid not in self._launching or not CONF.force_raw_images:
+                raise
+            raise exception.ImageUnacceptable(
+                image_id=instance.image_ref,
+                reason="trusted launch: an encrypted image needs [DEFAULT] force_raw_images = "
+                       f"False on this host (it is never decrypted to disk); {exc}") from None
         request = self._launching.get(instance.uuid)
         if request is not None and suffix == "":
             if self._is_booted_from_volume(block_device_info):
@@ -424,9 +465,12 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         except TrustedRelaunchRefused:
             self._stop_refused_guest(instance)
             raise
-        return super()._hard_reboot(context, instance, network_info, share_info,
-                                    block_device_info=block_device_info,
-                                    accel_info=accel_info)
+        try:
+            return super()._hard_reboot(context, instance, network_info, share_info,
+                                        block_device_info=block_device_info,
+                                        accel_info=accel_info)
+        finally:
+            self._image_keys.pop(instance.uuid)
 
     def _soft_reboot(self, instance):
         """Soft reboot restarts the domain too: re-attest first, stop the guest if refused."""
@@ -435,7 +479,8 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         except TrustedRelaunchRefused:
             self._stop_refused_guest(instance)
             raise
-        return super()._soft_reboot(instance)
+        with self._image_secret(instance):
+            return super()._soft_reboot(instance)
 
     def _relaunch_request(self, instance, operation: str) -> TrustedLaunchRequest | None:
         try:
@@ -462,6 +507,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
                                          reason=_fault_reason(exc)) from None
         except TrustedHostNotReady as exc:
             raise TrustedRelaunchRefused(operation=operation, reason=str(exc)) from None
+        self._hold_image_key(instance, request, secrets.image_key, operation)
         LOG.info("trusted launch: this host re-attested for %s (%s)", operation,
                  ", ".join(f"{k} {v:.0f} ms" for k, v in timer.steps.items()),
                  instance=instance)
@@ -477,6 +523,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         self._relaunching.pop(instance_uuid, None)
         self._pending_nonces.pop(instance_uuid)
         self._pending_receipts.pop(instance_uuid, None)
+        self._image_keys.pop(instance_uuid)
 
     def _config_drive_exists(self, instance) -> bool:
         return self.image_backend.by_name(instance, "disk.config",
@@ -510,6 +557,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
                                              reason=_fault_reason(exc)) from None
             raise exception.BuildAbortException(instance_uuid=instance.uuid,
                                                 reason=_fault_reason(exc)) from None
+        self._prepare_encrypted_root(instance, request, secrets.image_key, base, image_id)
         self._pending_nonces.put(instance.uuid, secrets.nonce)
         LOG.info("trusted launch checks passed (%s)",
                  ", ".join(f"{k} {v:.0f} ms" for k, v in timer.steps.items()),
@@ -555,6 +603,82 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             raise exception.ImageUnacceptable(
                 image_id=image_id, reason=f"cannot digest the cached image: {exc}") from None
         check_image_digest(expected, actual.value)
+
+    # Encrypted images ----------------------------------------------------------------
+    def _root_disk_path(self, instance) -> str:
+        return os.path.join(libvirt_utils.get_instance_path(instance), "disk")
+
+    def _prepare_encrypted_root(self, instance, request: TrustedLaunchRequest,
+                                image_key: bytes | None, base: pathlib.Path,
+                                image_id: str) -> None:
+        """If the checked base is LUKS-encrypted: an encrypted root disk, the key held."""
+        try:
+            info = inspect_disk(base)
+            if not check_key_matches(info, image_key):
+                return
+            check_host_settings(force_raw_images=CONF.force_raw_images,
+                                images_type=CONF.libvirt.images_type,
+                                use_cow_images=CONF.use_cow_images)
+            root = prepare_root_disk(self._root_disk_path(instance), info, image_key,
+                                     instance.uuid, template_dir=os.path.join(
+                                         CONF.instances_path, OVERLAY_TEMPLATE_DIR))
+        except (ImageEncryptionRefused, OSError) as exc:
+            refusal = exc if isinstance(exc, ImageEncryptionRefused) else \
+                ImageEncryptionRefused(f"cannot inspect the cached image: {exc.strerror}")
+            self._notify_refusal(instance, request, refusal)
+            raise exception.ImageUnacceptable(image_id=image_id,
+                                              reason=_fault_reason(refusal)) from None
+        self._image_keys.put(instance.uuid, root)
+
+    def _hold_image_key(self, instance, request: TrustedLaunchRequest,
+                        image_key: bytes | None, operation: str) -> None:
+        """Keep a re-released key for the guest's start; refuse a disk/key mismatch."""
+        path = self._root_disk_path(instance)
+        try:
+            if image_key is not None and operation == "live migration":
+                raise ImageEncryptionRefused(
+                    "live migration of an instance booted from an encrypted image is not "
+                    "supported (its key would have to reach the destination's libvirt)")
+            if not os.path.exists(path):
+                if image_key is not None:
+                    raise ImageEncryptionRefused(f"no root disk at {path} for the image key")
+                return
+            disk = inspect_disk(path)
+            if check_key_matches(disk, image_key):
+                self._image_keys.put(instance.uuid, EncryptedRoot(
+                    image_key, path, disk.backing_file or "", secret_uuid_for(instance.uuid)))
+        except ImageEncryptionRefused as exc:
+            self._notify_refusal(instance, request, exc)
+            raise TrustedRelaunchRefused(operation=operation,
+                                         reason=_fault_reason(exc)) from None
+
+    def _get_guest_xml(self, context, instance, *args, **kwargs):
+        xml = super()._get_guest_xml(context, instance, *args, **kwargs)
+        root = self._image_keys.get(instance.uuid)
+        if root is None:
+            return xml
+        try:
+            return add_disk_encryption(xml, root)
+        except ImageEncryptionRefused as exc:
+            self._image_keys.pop(instance.uuid)
+            raise exception.ImageUnacceptable(image_id=instance.image_ref,
+                                              reason=_fault_reason(exc)) from None
+
+    def _create_guest(self, context, xml, instance, power_on=True, pause=False,
+                      post_xml_callback=None):
+        with self._image_secret(instance):
+            return super()._create_guest(context, xml, instance, power_on=power_on,
+                                         pause=pause, post_xml_callback=post_xml_callback)
+
+    @contextlib.contextmanager
+    def _image_secret(self, instance) -> Iterator[None]:
+        """The instance's disk secret defined in libvirt for the duration, if a key waits."""
+        root = self._image_keys.pop(instance.uuid)
+        if root is None:
+            yield
+            return
+        with defined_secret(self._host.get_connection(), root):
+            yield
 
     def _ttp_client(self, url: str) -> TTPClient:
         client = self._ttp_clients.get(url)

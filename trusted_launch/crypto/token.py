@@ -14,6 +14,11 @@ re-labelled for another TTP key. The plaintext is compact binary::
 
 A key id is 16 lower-case hex characters; :func:`key_id_for` derives it from
 the raw X25519 public key (first 8 bytes of its SHA-256).
+
+A token travels as one Nova metadata value, at most 255 characters
+(:data:`MAX_METADATA_CHARS`); :func:`check_fits_metadata` tells the tenant
+before sealing if a profile name, digest and image key do not fit (a sha512
+digest, a 16-byte image key and a profile name of up to 14 characters do).
 """
 
 from __future__ import annotations
@@ -33,14 +38,16 @@ from trusted_launch.crypto._encoding import b64url_decode, b64url_encode
 from trusted_launch.crypto.digest import DIGEST_SIZES, ImageDigest
 from trusted_launch.crypto.errors import (
     TokenDecryptionFailed,
+    TokenError,
     TokenExpired,
     TokenMalformed,
     UnknownTokenKey,
 )
 
 __all__ = [
-    "HPKE_ALGORITHM", "ImageDigest", "LaunchToken", "key_id_for", "open_token",
-    "seal_token", "token_digest",
+    "HPKE_ALGORITHM", "MAX_METADATA_CHARS", "ImageDigest", "LaunchToken", "TokenTooLong",
+    "check_fits_metadata", "key_id_for", "open_token", "seal_token", "sealed_length",
+    "token_digest",
 ]
 
 TOKEN_VERSION = 1
@@ -50,6 +57,7 @@ KEY_ID_SIZE = 8
 MAX_EXPIRES_AT = 0xFFFFFFFF
 MAX_IMAGE_KEY_SIZE = 64
 MAX_TOKEN_CHARS = 4096
+MAX_METADATA_CHARS = 255  # one Nova server metadata value
 _ENC_SIZE = 32
 _TAG_SIZE = 16
 _INFO_LABEL = b"trusted-launch/v1 token"
@@ -84,6 +92,29 @@ class LaunchToken:
         return (f"LaunchToken(nonce=<hidden>, profile={self.profile!r}, "
                 f"image_digest='{self.image_digest}', expires_at={self.expires_at}, "
                 f"image_key={key})")
+
+
+class TokenTooLong(TokenError):
+    """A token that would not fit one Nova metadata value (255 characters)."""
+
+
+def sealed_length(token: LaunchToken) -> int:
+    """Characters of the base64url text :func:`seal_token` makes for ``token``."""
+    raw = 1 + KEY_ID_SIZE + _ENC_SIZE + len(_encode_plaintext(token)) + _TAG_SIZE
+    return (4 * raw + 2) // 3
+
+
+def check_fits_metadata(token: LaunchToken) -> LaunchToken:
+    """Return ``token`` if its sealed text fits one Nova metadata value, else TokenTooLong."""
+    length = sealed_length(token)
+    if length > MAX_METADATA_CHARS:
+        key_size = len(token.image_key or b"")
+        raise TokenTooLong(
+            f"the sealed token would be {length} characters, more than the "
+            f"{MAX_METADATA_CHARS} of one Nova metadata value: profile name "
+            f"{len(token.profile)} characters, {token.image_digest.algorithm} image digest, "
+            f"image key {key_size} bytes; use a shorter profile name or a 16-byte image key")
+    return token
 
 
 def validate_profile_name(profile: str) -> str:

@@ -246,3 +246,30 @@ def test_arbitrary_plaintext_fails_only_with_token_malformed(plaintext):
     except TokenError:
         return
     assert token_mod._encode_plaintext(token) == plaintext
+
+
+# One Nova metadata value (255 characters) -----------------------------------------------
+def test_sha512_token_with_16_byte_key_and_profile_high_fits_metadata(ttp_key, keys):
+    token = token_mod.check_fits_metadata(make_token(image_key=os.urandom(16)))
+    text = seal(token, ttp_key)
+    assert len(text) == token_mod.sealed_length(token) <= token_mod.MAX_METADATA_CHARS
+    assert open_token(text, keys, now=NOW).image_key == token.image_key
+
+
+def test_sealed_length_predicts_every_size(ttp_key):
+    for profile in ("a", "high", "x" * 32):
+        for key in (None, os.urandom(1), os.urandom(16), os.urandom(64)):
+            token = make_token(profile=profile, image_key=key)
+            assert token_mod.sealed_length(token) == len(seal(token, ttp_key))
+
+
+def test_token_too_long_for_metadata_names_length_and_cause():
+    token = make_token(profile="a-very-long-profile-name", image_key=os.urandom(32))
+    with pytest.raises(token_mod.TokenTooLong) as caught:
+        token_mod.check_fits_metadata(token)
+    message = str(caught.value)
+    assert f"{token_mod.sealed_length(token)} characters" in message
+    assert "255" in message and "profile name 24 characters" in message
+    assert "image key 32 bytes" in message and "sha512" in message
+    assert isinstance(caught.value, TokenError)
+    assert token.image_key.hex() not in message
