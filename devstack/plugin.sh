@@ -73,6 +73,8 @@ function configure_trusted_launch_nova {
         trusted_launch.scheduler.security_profile_filter.SecurityProfileFilter
     iniset "$NOVA_CPU_CONF" DEFAULT compute_driver trusted_launch.driver.TrustedLibvirtDriver
     iniset "$NOVA_CPU_CONF" DEFAULT force_config_drive False
+    # Encrypted images stay qcow2 ciphertext in _base (never converted to raw).
+    iniset "$NOVA_CPU_CONF" DEFAULT force_raw_images False
     local conf
     for conf in "$NOVA_CONF" "$NOVA_CPU_CONF"; do
         iniset "$conf" trusted_launch security_profiles "$TRUSTED_LAUNCH_PROFILES"
