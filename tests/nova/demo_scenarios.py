@@ -12,6 +12,7 @@ over HTTPS; libvirt is Nova's fakelibvirt.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pathlib
@@ -20,10 +21,15 @@ import threading
 import time
 
 import fixtures
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.nova.base import HOST_ATTR
+from tests.nova.test_encrypted_images import (  # noqa: F401 - pytest fixtures
+    _bind_encrypted_image,
+    encrypted_image,
+)
 from tests.nova.test_trusted_compute import (  # noqa: F401 - pytest fixtures
     IMAGE_BYTES,
     TrustedComputeTestBase,
@@ -32,15 +38,24 @@ from tests.nova.test_trusted_compute import (  # noqa: F401 - pytest fixtures
     trusted_env,
 )
 from trusted_launch.client.challenge import verify_vm
+from trusted_launch.client.launch_token import create_launch_token
+from trusted_launch.compute.encrypted_image import secret_uuid_for
+from trusted_launch.crypto.digest import ImageDigest
 from trusted_launch.guest import identity as guest_identity
 from trusted_launch.guest.agent import ChallengeServer
 
 
+@pytest.mark.usefixtures("_bind_encrypted_image")
 class DemoScenarios(TrustedComputeTestBase):
     """Every Nova-side outcome of the demo, one after another on one deployment."""
 
+    encrypted: bytes  # a LUKS qcow2 made by ``trusted-launch image encrypt``
+    key: bytes
+
     def setUp(self) -> None:
         super().setUp()
+        self.flags(force_raw_images=False)  # encrypted images stay qcow2 ciphertext
+        self.encrypted_id = self._create_image_of(self.encrypted, "qcow2")
         self.results: list[dict] = []
 
     @contextlib.contextmanager
@@ -78,6 +93,12 @@ class DemoScenarios(TrustedComputeTestBase):
         with self.scenario("ttp_unreachable_refused", "refused") as result:
             self._refused(result, self.env.make_token("high", IMAGE_BYTES)[0], host="host-a",
                           ttp_url=self.env.closed_port_url)
+        with self.scenario("encrypted_image_boots_on_attested_host", "accepted") as result:
+            self._encrypted_image_boots(result)
+        with self.scenario("encrypted_image_key_withheld_from_untrusted_host",
+                           "refused") as result:
+            self._refused(result, self._encrypted_token(), host="host-b",
+                          image_id=self.encrypted_id)
         with self.scenario("plain_launch_unchanged", "accepted") as result:
             plain = self._boot(host="host-b")
             result["reason"] = (f"no trusted properties: ACTIVE on {plain[HOST_ATTR]}, "
@@ -97,8 +118,29 @@ class DemoScenarios(TrustedComputeTestBase):
             result["reason"] = (f"3 launches asking for high all went to {sorted(hosts)}; "
                                 "the filter never offered host-b (low)")
 
-    def _refused(self, result: dict, token: str, *, host: str, ttp_url: str | None = None):
-        server = self._boot(token=token, host=host, ttp_url=ttp_url, expected_state="ERROR")
+    def _encrypted_token(self) -> str:
+        digest = ImageDigest("sha512", hashlib.sha512(self.encrypted).digest())
+        return create_launch_token(
+            self.env.ttp_url, "high", digest, ca_file=str(self.env.ca.cert_file),
+            nonce_dir=self.env.directory / "nonces", image_key=self.key)[0]
+
+    def _encrypted_image_boots(self, result: dict) -> None:
+        server = self._boot(token=self._encrypted_token(), image_id=self.encrypted_id)
+        connection = self.computes[server[HOST_ATTR]].driver._host.get_connection()
+        secret_uuid = secret_uuid_for(server["id"])
+        secret = connection._removed_secrets.get(secret_uuid)
+        if secret is None or secret_uuid in connection._secrets or not (
+                secret._ephemeral and secret._private):
+            raise AssertionError("the disk secret was not an ephemeral private secret "
+                                 "undefined after the guest started")
+        result["reason"] = (f"ACTIVE on {server[HOST_ATTR]}: the LUKS root disk opened with "
+                            "the key the TTP released with N, given to libvirt as an "
+                            "ephemeral private secret, undefined once the guest started")
+
+    def _refused(self, result: dict, token: str, *, host: str, ttp_url: str | None = None,
+                 image_id: str | None = None):
+        server = self._boot(token=token, host=host, ttp_url=ttp_url, image_id=image_id,
+                            expected_state="ERROR")
         result["outcome"] = "refused"
         result["reason"] = server["fault"]["message"][:300]
 

@@ -16,11 +16,9 @@ import nova.tests.functional  # noqa: F401
 # isort: split
 
 import base64
-import io
 import os
 import pathlib
 import shutil
-import uuid
 from unittest import mock
 
 import pytest
@@ -105,16 +103,7 @@ class EncryptedImageTest(compute_tests.TrustedComputeTestBase):
         self.useFixture(compute_tests.fixtures.MockPatchObject(
             fakelibvirt.Connection, "defineXML", new=record))
         super().setUp()
-        self.encrypted_id = self._create_qcow2_image(self.encrypted)
-
-    def _create_qcow2_image(self, data: bytes) -> str:
-        image_id = str(uuid.uuid4())
-        self.glance.create(None, {
-            "id": image_id, "name": f"encrypted-{image_id[:8]}", "status": "active",
-            "disk_format": "qcow2", "container_format": "bare", "size": len(data),
-            "min_ram": 0, "min_disk": 0, "is_public": True, "properties": {}},
-            data=io.BytesIO(data))
-        return image_id
+        self.encrypted_id = self._create_image_of(self.encrypted, "qcow2")
 
     def _fake_create_image(self, context, instance, disk_mapping, *args, **kwargs):
         """As the base class, or through Nova's real ``fetch_to_raw`` (qemu-img) if asked."""

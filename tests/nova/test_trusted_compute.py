@@ -134,7 +134,7 @@ class TrustedComputeTestBase(libvirt_base.ServersTestBase):
                                                  urllib3_connection.HTTPSConnection))
         libvirt_driver.LibvirtDriver._create_image.side_effect = self._fake_create_image
         self.flags(security_profiles=["low", "medium", "high"], group="trusted_launch")
-        self.image_id = self._create_raw_image(IMAGE_BYTES)
+        self.image_id = self._create_image_of(IMAGE_BYTES)
         for host in HOST_LOGS:
             self._start_trusted_compute(host)
         self.aggregates = {}
@@ -177,11 +177,12 @@ class TrustedComputeTestBase(libvirt_base.ServersTestBase):
                    ttp_timeout=10, group="trusted_launch")
         self.start_compute(hostname=name)
 
-    def _create_raw_image(self, data: bytes) -> str:
+    def _create_image_of(self, data: bytes, disk_format: str = "raw") -> str:
+        """An image holding ``data`` in the harness' Glance (``disk_format`` as uploaded)."""
         image_id = str(uuid.uuid4())
         self.glance.create(None, {
             "id": image_id, "name": f"trusted-{image_id[:8]}", "status": "active",
-            "disk_format": "raw", "container_format": "bare", "size": len(data),
+            "disk_format": disk_format, "container_format": "bare", "size": len(data),
             "min_ram": 0, "min_disk": 0, "is_public": True, "properties": {}},
             data=io.BytesIO(data))
         return image_id
@@ -303,7 +304,7 @@ class TrustedLaunchTest(TrustedComputeTestBase):
         assert_absent(self, nonce, json.dumps(server).encode(), "the server")
 
     def test_image_changed_after_token_goes_to_error(self) -> None:
-        changed = self._create_raw_image(IMAGE_BYTES + b"tampered")
+        changed = self._create_image_of(IMAGE_BYTES + b"tampered")
         token, nonce = self.env.make_token("high", IMAGE_BYTES)
         server = self._boot(token=token, image_id=changed, host="host-a",
                             expected_state="ERROR")
