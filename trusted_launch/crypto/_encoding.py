@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 
 
@@ -29,7 +30,7 @@ def b64url_decode(text: str) -> bytes:
     stripped = text.rstrip("=")
     if len(stripped) % 4 == 1:
         raise ValueError("impossible base64 length")
-    if any(c not in _B64URL_ALPHABET for c in stripped):
+    if not _B64URL_RE.fullmatch(stripped):
         raise ValueError("character outside the base64url alphabet")
     try:
         return base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
@@ -37,5 +38,4 @@ def b64url_decode(text: str) -> bytes:
         raise ValueError("invalid base64url") from None
 
 
-_B64URL_ALPHABET = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")

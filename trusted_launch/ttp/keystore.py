@@ -89,11 +89,23 @@ class TokenKeyStore:
     def __init__(self, key_dir: str | os.PathLike, overlap: int) -> None:
         self.key_dir = pathlib.Path(key_dir)
         self.overlap = overlap
+        self._loaded: dict[str, X25519PrivateKey] = {}  # a key id names one key for ever
+        self._index: tuple[tuple, list[dict]] | None = None  # (file identity, entries)
 
     def _read_index(self) -> list[dict]:
+        """The index entries (copies); re-read only when the file was replaced or changed."""
         path = self.key_dir / _INDEX
-        if not path.exists():
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
             return []
+        identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if self._index is None or self._index[0] != identity:
+            self._index = (identity, self._parse_index(path))
+        return [dict(entry) for entry in self._index[1]]
+
+    @staticmethod
+    def _parse_index(path: pathlib.Path) -> list[dict]:
         try:
             entries = json.loads(path.read_text())
             return [{"id": str(e["id"]), "created_at": int(e["created_at"]),
@@ -106,12 +118,16 @@ class TokenKeyStore:
         write_private_file(self.key_dir / _INDEX, json.dumps(entries, indent=1).encode())
 
     def _load_key(self, key_id: str) -> X25519PrivateKey:
+        if key_id in self._loaded:
+            return self._loaded[key_id]
         path = self.key_dir / f"token-{key_id}.key"
         try:
             raw = path.read_bytes()
-            return X25519PrivateKey.from_private_bytes(raw)
+            key = X25519PrivateKey.from_private_bytes(raw)
         except (OSError, ValueError) as exc:
             raise KeyStoreError(f"{path}: cannot load token key ({type(exc).__name__})") from exc
+        self._loaded[key_id] = key
+        return key
 
     def _not_after(self, entry: dict) -> int | None:
         retired = entry["retired_at"]
@@ -169,6 +185,7 @@ class AttestationCA:
     def __init__(self, cert_file: str | os.PathLike, key_file: str | os.PathLike) -> None:
         self.cert_file = pathlib.Path(cert_file)
         self.key_file = pathlib.Path(key_file)
+        self._certificate: tuple[tuple, x509.Certificate] | None = None  # (file identity, cert)
 
     def exists(self) -> bool:
         """Whether both CA files are present."""
@@ -201,9 +218,14 @@ class AttestationCA:
         return True
 
     def certificate(self) -> x509.Certificate:
-        """The CA certificate."""
+        """The CA certificate (parsed again only when the file was replaced or changed)."""
         try:
-            return x509.load_pem_x509_certificate(self.cert_file.read_bytes())
+            stat = self.cert_file.stat()
+            identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            if self._certificate is None or self._certificate[0] != identity:
+                self._certificate = (identity, x509.load_pem_x509_certificate(
+                    self.cert_file.read_bytes()))
+            return self._certificate[1]
         except (OSError, ValueError) as exc:
             raise KeyStoreError(f"{self.cert_file}: cannot load attestation CA "
                                 f"certificate ({type(exc).__name__})") from exc

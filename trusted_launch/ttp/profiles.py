@@ -21,13 +21,28 @@ class ProfileStore:
 
     def __init__(self, db: TTPDatabase) -> None:
         self.db = db
+        self._cached: tuple[int, ProfileSet] | None = None  # (profile revision, set)
 
     def _stored(self) -> list[SecurityProfile]:
         return [load_profile(json.loads(row.document)) for row in self.db.list_profiles()]
 
     def profile_set(self) -> ProfileSet:
-        """All stored profiles, ordered by level."""
-        return ProfileSet(self._stored())
+        """All stored profiles, ordered by level (see :meth:`profile_set_at`)."""
+        return self.profile_set_at(self.db.profile_revision())
+
+    def profile_set_at(self, revision: int | None) -> ProfileSet:
+        """All stored profiles, given the profile revision the database just reported.
+
+        Reloaded only when the revision moved (a change by any worker); the
+        revision is read before the profiles, so a change made in between
+        only causes one more reload. None (no revision row): always reloaded.
+        """
+        cached = self._cached
+        if revision is not None and cached is not None and cached[0] == revision:
+            return cached[1]
+        profiles = ProfileSet(self._stored())
+        self._cached = None if revision is None else (revision, profiles)
+        return profiles
 
     def summaries(self) -> list[dict]:
         """Name, level and description of every profile, weakest first."""

@@ -9,12 +9,18 @@ whole protocol again) is allowed and audited as a re-attestation, one for
 another launch id is refused as ``token_replayed``, and so is the very same
 certify evidence presented twice (so concurrent identical requests yield
 exactly one release).
+
+Per worker, a bounded LRU keeps each presented AK certificate once it was
+verified against the CA (keyed by the SHA-256 of the certificate and of the
+CA certificate) and each enrolled AK public area once parsed; the validity
+period, the host name and the AK match are still checked on every request.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -33,9 +39,12 @@ from trusted_launch.ttp.db.api import (
     TTPDatabase,
 )
 from trusted_launch.ttp.errors import BadRequest, Refused, ServiceUnavailable
+from trusted_launch.ttp.lru import LRUCache
 from trusted_launch.ttp.receipts import ReceiptIssuer
 
 LOG = logging.getLogger(__name__)
+#: Verified AK certificates and parsed enrolled AKs kept per worker.
+CACHED_CERTIFICATES = 1024
 
 
 @dataclass(frozen=True)
@@ -52,9 +61,18 @@ def _spki(key) -> bytes:
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def check_ak_certificate(pem: bytes, host: str, ak_public_key, ca_cert: x509.Certificate,
-                         now: datetime.datetime) -> None:
-    """The presented AK certificate: issued by our CA, for ``host``, over the enrolled AK."""
+@dataclass(frozen=True)
+class VerifiedCertificate:
+    """What the checks need of an AK certificate whose CA signature verified."""
+
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    common_names: tuple[str, ...]
+    spki: bytes
+
+
+def verify_ak_certificate(pem: bytes, ca_cert: x509.Certificate) -> VerifiedCertificate:
+    """Parse ``pem`` and verify it was issued by ``ca_cert``; Refused otherwise."""
     try:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError as exc:
@@ -63,12 +81,30 @@ def check_ak_certificate(pem: bytes, host: str, ak_public_key, ca_cert: x509.Cer
         cert.verify_directly_issued_by(ca_cert)
     except (ValueError, TypeError, InvalidSignature) as exc:
         raise Refused("ak_certificate", "not issued by this TTP's attestation CA") from exc
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+    names = tuple(a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+    return VerifiedCertificate(cert.not_valid_before_utc, cert.not_valid_after_utc, names,
+                               _spki(cert.public_key()))
+
+
+def check_ak_certificate(pem: bytes, host: str, ak_public_key, ca_cert: x509.Certificate,
+                         now: datetime.datetime, cache: LRUCache | None = None) -> None:
+    """The presented AK certificate: issued by our CA, for ``host``, over the enrolled AK.
+
+    With ``cache``, the CA signature of a certificate is verified once per
+    (certificate, CA certificate) pair; every other check runs each time.
+    """
+    if cache is None:
+        cert = verify_ak_certificate(pem, ca_cert)
+    else:
+        ca_digest = hashlib.sha256(ca_cert.public_bytes(serialization.Encoding.DER)).digest()
+        cert = cache.get_or_make(("ak_certificate", hashlib.sha256(pem).digest(), ca_digest),
+                                 lambda: verify_ak_certificate(pem, ca_cert))
+    if not cert.not_before <= now <= cert.not_after:
         raise Refused("ak_certificate", "outside its validity period")
-    names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    if names != [host]:
-        raise Refused("ak_certificate", f"issued to {names!r}, not to host {host!r}")
-    if _spki(cert.public_key()) != _spki(ak_public_key):
+    if list(cert.common_names) != [host]:
+        raise Refused("ak_certificate", f"issued to {list(cert.common_names)!r}, not to host "
+                                        f"{host!r}")
+    if cert.spki != _spki(ak_public_key):
         raise Refused("ak_certificate", "certifies a key other than the host's enrolled AK")
 
 
@@ -76,24 +112,26 @@ class AttestationService:
     """POST /v1/attestations: parse, look up, verify, record, answer."""
 
     def __init__(self, db: TTPDatabase, ca_certificate: Callable[[], x509.Certificate],
-                 make_verifier: Callable[[], object],
+                 make_verifier: Callable[..., object],
                  receipts: ReceiptIssuer | None = None) -> None:
         self.db = db
         self.ca_certificate = ca_certificate
         self.make_verifier = make_verifier
         self.receipts = receipts
+        self.cache = LRUCache(CACHED_CERTIFICATES)
 
     def attest(self, body: object, requester: str) -> tuple[int, dict]:
         """(HTTP status, JSON body) for one attestation request."""
         request = self._parse(body)
         summary = RequestSummary(requester, request.host, request.launch_id)
         attestation_id = str(uuid.uuid4())
-        verifier = self.make_verifier()
         try:
-            ak_public = self._host_ak(request)
+            ak_public, profile_revision = self._host_ak(request)
         except Refused as refusal:
-            return self._refuse(attestation_id, summary, _token_only(verifier, request),
+            return self._refuse(attestation_id, summary,
+                                _token_only(self.make_verifier(), request),
                                 refusal.check, refusal.reason)
+        verifier = self.make_verifier(profile_revision=profile_revision)
         decision = verifier.verify(request, ak_public)
         if not decision.trusted:
             return self._refuse(attestation_id, summary, decision, decision.check,
@@ -115,14 +153,19 @@ class AttestationService:
             raise
 
     def _host_ak(self, request):
+        """(the host's enrolled AK, the profile revision read with it); Refused if unusable."""
         from trusted_launch.evidence.tpm2 import parse_public
-        host = self.db.get_host(request.host)
-        if host is None or host.state != "active" or not host.ak_public:
+        host = self.db.host_ak(request.host)
+        if host is None or host[0] != "active" or not host[1]:
             raise Refused("host_unknown", f"host {request.host!r} is not enrolled and active")
-        ak_public = parse_public(base64.b64decode(host.ak_public), tpm2b=True)
-        check_ak_certificate(request.ak_certificate_pem, request.host, ak_public.public_key(),
-                             self.ca_certificate(), datetime.datetime.now(datetime.UTC))
-        return ak_public
+        encoded, profile_revision = host[1], host[2]
+        ak_public = self.cache.get_or_make(
+            ("ak_public", encoded), lambda: parse_public(base64.b64decode(encoded), tpm2b=True))
+        ak_key = self.cache.get_or_make(("ak_key", encoded), ak_public.public_key)
+        check_ak_certificate(request.ak_certificate_pem, request.host, ak_key,
+                             self.ca_certificate(), datetime.datetime.now(datetime.UTC),
+                             cache=self.cache)
+        return ak_public, profile_revision
 
     def _record(self, record: AttestationRecord, decision, **token) -> dict | None:
         """Store the record (and its signed receipt, in one transaction); the receipt.

@@ -8,6 +8,13 @@ against the requested security profile and, only if everything holds,
 encrypts {N, H} to the bind key. Every refusal names a stable check (see the
 API contract) and a reason that never contains N or any other secret.
 Replay protection and host/AK lookup are the service's job.
+
+What an event log proves (parsed, replayed over the selected PCRs) and how a
+profile set judges it are kept in an :class:`EvidenceCache` keyed by the
+SHA-256 of the exact log bytes, the PCR selection and (for verdicts) a
+fingerprint of the profile set's content and the requested profile. The
+token, the certify signature and binding, the bind key's attributes and its
+PCR policy are checked on every request: they are never cached.
 """
 
 from __future__ import annotations
@@ -15,7 +22,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import json
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -44,15 +54,15 @@ from trusted_launch.evidence.tpm2 import (
     parse_public,
     parse_signature,
     policy_pcr_digest,
-    verify_certify,
     verify_signature,
     with_initial_values,
 )
 from trusted_launch.policy import ProfileSet, UnknownProfile, evaluate_for_request
+from trusted_launch.ttp.lru import LRUCache
 from trusted_launch.ttp.requests import AttestationRequest, RequestInvalid
 
-__all__ = ["AttestationRequest", "Decision", "LaunchVerifier", "Refusal", "RequestInvalid",
-           "TokenFacts"]
+__all__ = ["AttestationRequest", "Decision", "EvidenceCache", "LaunchVerifier", "Refusal",
+           "RequestInvalid", "TokenFacts"]
 
 PcrValues = dict[HashAlg, dict[int, bytes]]
 
@@ -61,7 +71,11 @@ REQUIRED_ATTRIBUTES = (ObjectAttributes.FIXED_TPM | ObjectAttributes.FIXED_PAREN
 FORBIDDEN_ATTRIBUTES = (ObjectAttributes.SIGN_ENCRYPT | ObjectAttributes.RESTRICTED
                         | ObjectAttributes.USER_WITH_AUTH)
 POLICY_NAME_ALGS = frozenset({HashAlg.SHA256, HashAlg.SHA384, HashAlg.SHA512})
+AK_REQUIRED_ATTRIBUTES = ObjectAttributes.SIGN_ENCRYPT | ObjectAttributes.RESTRICTED
 EV_NO_ACTION = 0x3
+#: Distinct event logs (per PCR selection) whose replay is kept; verdicts kept.
+CACHED_LOGS = 128
+CACHED_VERDICTS = 1024
 
 
 @dataclass(frozen=True)
@@ -125,15 +139,59 @@ class _Progress:
                         token_expires_at=self.token_expires_at, token_facts=self.token_facts)
 
 
+@dataclass(frozen=True)
+class _Replayed:
+    """What one event log proves under one PCR selection (no bind key, no profile)."""
+
+    proven: PcrValues
+    view: EventLog  # proven_view(log, selection), what profiles may judge
+    policy_digests: dict[HashAlg, bytes] = field(default_factory=dict)
+
+
+class EvidenceCache:
+    """Replayed event logs and profile verdicts, reused across requests (thread-safe).
+
+    A replay is keyed by (SHA-256 of the log bytes, PCR selection); a verdict
+    by that plus the profile set's content fingerprint and the requested
+    profile. Refusals that depend only on those inputs are cached as
+    (check, reason). Size 0 disables caching.
+    """
+
+    def __init__(self, logs: int = CACHED_LOGS, verdicts: int = CACHED_VERDICTS) -> None:
+        self.replays = LRUCache(logs)
+        self.verdicts = LRUCache(verdicts)
+
+
+#: The process-wide cache the service's per-request verifiers share.
+SHARED_CACHE = EvidenceCache()
+_FINGERPRINTS: weakref.WeakKeyDictionary[ProfileSet, str] = weakref.WeakKeyDictionary()
+_FINGERPRINT_LOCK = threading.Lock()
+
+
+def profile_set_fingerprint(profiles: ProfileSet) -> str:
+    """SHA-256 hex over every profile's full document: any change makes a new value."""
+    with _FINGERPRINT_LOCK:
+        known = _FINGERPRINTS.get(profiles)
+    if known is not None:
+        return known
+    documents = [profile.to_document() for profile in profiles]
+    fingerprint = hashlib.sha256(json.dumps(documents, sort_keys=True).encode()).hexdigest()
+    with _FINGERPRINT_LOCK:
+        _FINGERPRINTS[profiles] = fingerprint
+    return fingerprint
+
+
 class LaunchVerifier:
     """Verifies launch evidence and releases the tenant's secrets (steps 8-11)."""
 
     def __init__(self, *, token_keys: Mapping[str, X25519PrivateKey], profiles: ProfileSet,
-                 required_pcrs: PCRSelection, clock: Callable[[], float] = time.time) -> None:
+                 required_pcrs: PCRSelection, clock: Callable[[], float] = time.time,
+                 cache: EvidenceCache | None = None) -> None:
         self._token_keys = token_keys
         self._profiles = profiles
         self._required_pcrs = required_pcrs
         self._clock = clock
+        self._cache = SHARED_CACHE if cache is None else cache
 
     def verify(self, request: AttestationRequest, ak_public: PublicArea) -> Decision:
         """Run every check in protocol order; the first failure refuses."""
@@ -151,9 +209,10 @@ class LaunchVerifier:
         _check_certify(request, ak_public, bind_key)
         _check_attributes(bind_key)
         self._check_selection(request.bind_key_pcrs)
-        log = _parse_log(request.event_log)
-        proven = _check_policy(bind_key, request.bind_key_pcrs, log)
-        satisfied = self._judge(token.profile, log, request.bind_key_pcrs, proven)
+        log_key = (progress.evidence_digests["event_log"], request.bind_key_pcrs.banks)
+        replayed = self._replayed(log_key, request.event_log, request.bind_key_pcrs)
+        _check_policy(bind_key, request.bind_key_pcrs, replayed)
+        satisfied = self._judged(log_key, token.profile, replayed)
         released = _release(bind_key, token, request.launch_id)
         return Decision(trusted=True, check=None, reason=None,
                         requested_profile=token.profile, satisfied_profile=satisfied,
@@ -204,14 +263,40 @@ class LaunchVerifier:
                                                  f"does not cover required PCRs "
                                                  f"{alg.bank_name}:{','.join(map(str, missing))}")
 
-    def _judge(self, requested: str, log: EventLog, selection: PCRSelection,
-               proven: PcrValues) -> str:
+    def _replayed(self, key: tuple, data: bytes, selection: PCRSelection) -> _Replayed:
+        """The log's replay under ``selection`` (cached by log digest and selection)."""
+        cached = self._cache.replays.get(key)
+        if cached is None:
+            try:
+                cached = _replay(_parse_log(data), selection)
+            except Refusal as refusal:
+                cached = (refusal.check, refusal.reason)
+            self._cache.replays.put(key, cached)
+        if isinstance(cached, tuple):
+            raise Refusal(*cached)
+        return cached
+
+    def _judged(self, log_key: tuple, requested: str, replayed: _Replayed) -> str:
+        """The satisfied profile (cached by log, selection, profile set and request)."""
+        key = (*log_key, profile_set_fingerprint(self._profiles), requested)
+        cached = self._cache.verdicts.get(key)
+        if cached is None:
+            try:
+                cached = self._judge(requested, replayed)
+            except Refusal as refusal:
+                cached = (refusal.check, refusal.reason)
+            self._cache.verdicts.put(key, cached)
+        if isinstance(cached, tuple):
+            raise Refusal(*cached)
+        return cached
+
+    def _judge(self, requested: str, replayed: _Replayed) -> str:
         if requested not in self._profiles:
             raise Refusal("profile_unknown", f"the token requests security profile "
                                              f"{requested!r}, which this TTP does not define")
         try:
             verdict, satisfied = evaluate_for_request(
-                self._profiles, requested, proven_view(log, selection), proven)
+                self._profiles, requested, replayed.view, replayed.proven)
         except UnknownProfile as exc:
             raise Refusal("profile_unknown", str(exc)) from None
         if satisfied is None:
@@ -241,7 +326,11 @@ def _parse_bind_key(data: bytes) -> PublicArea:
 
 def _check_certify(request: AttestationRequest, ak_public: PublicArea,
                    bind_key: PublicArea) -> None:
-    """Signature by the AK, then extraData binding, then the certified Name."""
+    """A restricted signing AK, its signature (verified once), extraData binding, the Name."""
+    if ak_public.object_attributes & AK_REQUIRED_ATTRIBUTES != AK_REQUIRED_ATTRIBUTES:
+        raise Refusal("certify_signature", f"the host's AK {ak_public.name.hex()} is not a "
+                                           "restricted signing key, so its signatures do not "
+                                           "prove TPM origin")
     try:
         signature = parse_signature(request.certify_signature)
         verify_signature(ak_public, request.certify_info, signature)
@@ -260,11 +349,6 @@ def _check_certify(request: AttestationRequest, ak_public: PublicArea,
     if not hmac.compare_digest(attest.attested.name, bind_key.name):
         raise Refusal("bind_key_name", f"the AK certified object {attest.attested.name.hex()}, "
                                        f"not the presented bind key {bind_key.name.hex()}")
-    try:
-        verify_certify(ak_public, request.certify_info, request.certify_signature, bind_key,
-                       qualifying_data=expected)
-    except EvidenceError as exc:
-        raise Refusal("certify_signature", f"certify evidence rejected: {exc}") from None
 
 
 def _check_attributes(bind_key: PublicArea) -> None:
@@ -288,8 +372,8 @@ def _parse_log(data: bytes) -> EventLog:
         raise Refusal("event_log_malformed", str(exc)) from None
 
 
-def _check_policy(bind_key: PublicArea, selection: PCRSelection, log: EventLog) -> PcrValues:
-    """authPolicy must be PolicyPCR over the replayed values; return the proven PCRs."""
+def _replay(log: EventLog, selection: PCRSelection) -> _Replayed:
+    """The selected PCRs' values replayed from ``log``, and the part of it they prove."""
     absent = [alg.bank_name for alg, _ in selection if alg not in log.banks]
     if absent:
         raise Refusal("bind_key_policy", f"the event log has no {', '.join(absent)} bank, so "
@@ -297,16 +381,24 @@ def _check_policy(bind_key: PublicArea, selection: PCRSelection, log: EventLog) 
     replayed = replay(log, banks=[alg for alg, _ in selection])
     values = with_initial_values(selection, replayed)
     proven = {alg: {pcr: values[alg][pcr] for pcr in pcrs} for alg, pcrs in selection}
-    try:
-        expected = policy_pcr_digest(selection, proven, policy_alg=bind_key.name_alg)
-    except EvidenceError as exc:
-        raise Refusal("bind_key_policy", str(exc)) from None
+    return _Replayed(proven=proven, view=proven_view(log, selection))
+
+
+def _check_policy(bind_key: PublicArea, selection: PCRSelection, replayed: _Replayed) -> None:
+    """authPolicy must be PolicyPCR over the values replayed from the log."""
+    expected = replayed.policy_digests.get(bind_key.name_alg)
+    if expected is None:
+        try:
+            expected = policy_pcr_digest(selection, replayed.proven,
+                                         policy_alg=bind_key.name_alg)
+        except EvidenceError as exc:
+            raise Refusal("bind_key_policy", str(exc)) from None
+        replayed.policy_digests[bind_key.name_alg] = expected
     if not hmac.compare_digest(bind_key.auth_policy, expected):
         raise Refusal("bind_key_policy", f"bind key authPolicy {bind_key.auth_policy.hex()} is "
                                          f"not PolicyPCR({selection}) over the values replayed "
                                          f"from the event log ({expected.hex()}): the key is "
                                          "not locked to the boot state the log describes")
-    return proven
 
 
 def proven_view(log: EventLog, selection: PCRSelection) -> EventLog:

@@ -31,9 +31,11 @@ def _verifier_factory(conf: cfg.ConfigOpts, keys: TokenKeyStore,
     from trusted_launch.evidence.tpm2 import PCRSelection
     required = PCRSelection.from_spec(conf.attestation.bind_key_pcrs)
 
-    def make_verifier() -> object:
+    def make_verifier(profile_revision: int | None = None) -> object:
         from trusted_launch.ttp.verifier import LaunchVerifier
-        return LaunchVerifier(token_keys=keys.private_keys(), profiles=profiles.profile_set(),
+        profile_set = (profiles.profile_set() if profile_revision is None
+                       else profiles.profile_set_at(profile_revision))
+        return LaunchVerifier(token_keys=keys.private_keys(), profiles=profile_set,
                               required_pcrs=required)
     return make_verifier
 

@@ -1,23 +1,42 @@
-"""Data access of the TTP: one short transaction per operation."""
+"""Data access of the TTP: one short transaction per operation.
+
+The attestation path is lean: its reads (host AK, profile revision) are
+single autocommit SELECTs, and a first redemption stores the used-token row,
+the redemption, the audit record and the receipt with Core inserts in one
+transaction; on PostgreSQL that transaction is ``BEGIN; INSERT`` (the other
+rows as data-modifying CTEs) then ``COMMIT``: two round trips, committed by
+this process and durable before it answers.
+"""
 
 from __future__ import annotations
 
 import datetime
 import hmac
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-from sqlalchemy import create_engine, delete, select
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from trusted_launch.ttp.db.models import (
     Attestation,
     Host,
     Profile,
+    ProfileRevision,
     ReceiptRow,
     TokenRedemption,
     UsedToken,
@@ -38,6 +57,8 @@ class TokenAlreadyUsed(Exception):
 
 #: Attempts at a redemption when a concurrent first redemption of the token wins.
 REDEMPTION_ATTEMPTS = 3
+#: The fast-path pool pings a connection only if it sat idle at least this long.
+IDLE_PING_SECONDS = 1.0
 
 
 class HostConflict(Exception):
@@ -99,16 +120,85 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def make_autocommit_engine(url: str) -> Engine:
+    """An autocommit engine for single statements: no BEGIN/COMMIT round trips.
+
+    Instead of a ping on every checkout it pings connections that sat idle
+    for IDLE_PING_SECONDS; a connection that died while busy fails its
+    statement, which invalidates the whole pool (reads retry once).
+    """
+    if url.startswith("sqlite"):
+        return create_engine(url, connect_args={"timeout": 30}, isolation_level="AUTOCOMMIT")
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    event.listen(engine, "connect", _mark_idle_since)
+    event.listen(engine, "checkin", _mark_idle_since)
+    event.listen(engine, "checkout", _ping_if_idle)
+    return engine
+
+
+def _mark_idle_since(dbapi_connection, record) -> None:
+    if record is not None:
+        record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection, record, proxy) -> None:
+    """Raise DisconnectionError (the pool reconnects) if an idle connection is dead."""
+    if time.monotonic() - record.info.get("idle_since", 0.0) < IDLE_PING_SECONDS:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+    except Exception as exc:  # any DB-API error: this connection is unusable
+        raise DisconnectionError(f"idle connection is dead: {type(exc).__name__}") from exc
+
+
+class Prepared:
+    """A statement compiled once for one dialect and run as driver SQL.
+
+    The hot path builds no SQLAlchemy expression per call: parameters go
+    straight to the DB-API driver (no type processing, so plain values only).
+    """
+
+    def __init__(self, statement, dialect, prefix: str = "") -> None:
+        self.compiled = statement.compile(dialect=dialect)
+        self.sql = prefix + str(self.compiled)
+
+    def execute(self, connection: Connection, values: dict):
+        params = self.compiled.construct_params(values)
+        if self.compiled.positional:
+            return connection.exec_driver_sql(
+                self.sql, tuple(params[name] for name in self.compiled.positiontup))
+        return connection.exec_driver_sql(self.sql, params)
+
+
+_PROFILE_REVISION = select(ProfileRevision.revision).where(ProfileRevision.id == 1)
+_HOST_AK = select(Host.state, Host.ak_public, _PROFILE_REVISION.scalar_subquery()).where(
+    Host.name == bindparam("name"))
+
+
 class TTPDatabase:
     """The TTP's persistent state: hosts, profiles, attestations, used tokens."""
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._autocommit = make_autocommit_engine(url)
+        self._prepared: dict[object, Prepared] = {}
+
+    def _prepare(self, key: object, make_statement, prefix: str = "") -> Prepared:
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = Prepared(make_statement(), self._autocommit.dialect, prefix)
+            self._prepared[key] = prepared
+        return prepared
 
     def dispose(self) -> None:
         """Close all pooled connections."""
         self.engine.dispose()
+        self._autocommit.dispose()
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
@@ -122,12 +212,49 @@ class TTPDatabase:
         except SQLAlchemyError as exc:
             raise DatabaseError(f"database unavailable: {type(exc).__name__}") from exc
 
+    def _read_one(self, statement: Prepared, values: dict) -> tuple | None:
+        """The first row of one SELECT in autocommit mode, retried once on a dead connection.
+
+        A connection the database dropped (restart, failover) invalidates the
+        pool; the retry then runs on a fresh connection.
+        """
+        for attempt in (1, 2):
+            try:
+                with self._autocommit.connect() as connection:
+                    row = statement.execute(connection, values).first()
+                    return None if row is None else tuple(row)
+            except DBAPIError as exc:
+                if attempt == 1 and exc.connection_invalidated:
+                    continue
+                raise DatabaseError(f"database unavailable: {type(exc).__name__}") from exc
+            except SQLAlchemyError as exc:
+                raise DatabaseError(f"database unavailable: {type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def _core_transaction(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"database unavailable: {type(exc).__name__}") from exc
+
     # hosts ---------------------------------------------------------------
 
     def get_host(self, name: str) -> Host | None:
         """The host row named ``name`` (detached), or None."""
         with self._transaction() as session:
             return session.scalar(select(Host).where(Host.name == name))
+
+    def host_ak(self, name: str) -> tuple[str, str | None, int | None] | None:
+        """(state, base64 active AK public area or None, profile revision) of ``name``.
+
+        None if there is no such host. The profile revision (see
+        :meth:`profile_revision`) comes in the same statement, saving a round trip.
+        """
+        return self._read_one(self._prepare("host_ak", lambda: _HOST_AK), {"name": name})
 
     def save_pending_host(self, *, name: str, ek_cert_fingerprint: str, ek_public: str,
                           ak_public: str, ak_name: str, credential_digest: str,
@@ -180,7 +307,18 @@ class TTPDatabase:
                 session.add(row)
             row.level, row.document = level, json.dumps(document, sort_keys=True)
             row.updated_at = utcnow()
+            self._bump_profile_revision(session)
             return created
+
+    @staticmethod
+    def _bump_profile_revision(session: Session) -> None:
+        session.execute(update(ProfileRevision).where(ProfileRevision.id == 1)
+                        .values(revision=ProfileRevision.revision + 1))
+
+    def profile_revision(self) -> int | None:
+        """The profile set's change counter; None if the table has no row (never cache)."""
+        row = self._read_one(self._prepare("profile_revision", lambda: _PROFILE_REVISION), {})
+        return None if row is None else int(row[0])
 
     def get_profile(self, name: str) -> Profile | None:
         """The profile row, or None."""
@@ -195,7 +333,10 @@ class TTPDatabase:
     def delete_profile(self, name: str) -> bool:
         """Delete a profile; True if it existed."""
         with self._transaction() as session:
-            return session.execute(delete(Profile).where(Profile.name == name)).rowcount > 0
+            deleted = session.execute(delete(Profile).where(Profile.name == name)).rowcount > 0
+            if deleted:
+                self._bump_profile_revision(session)
+            return deleted
 
     # attestations --------------------------------------------------------
 
@@ -252,13 +393,42 @@ class TTPDatabase:
 
     def _first_redemption(self, record: AttestationRecord, digest_hex: str, expires_at: int,
                           receipt: StoredReceipt | None, certify_digest: str | None) -> None:
-        """Insert the used-token row (IntegrityError if it exists) and the record."""
-        with self._transaction() as session:
-            session.add(UsedToken(token_digest=digest_hex, attestation_id=record.id,
-                                  expires_at=expires_at, launch_id=record.launch_id))
-            session.flush()
-            self._add_redemption(session, record, digest_hex, expires_at, certify_digest)
-            self._add_record(session, record, receipt)
+        """Insert the used-token row (IntegrityError if it exists) and the record, atomically.
+
+        Core inserts, no ORM unit of work; on PostgreSQL one statement.
+        """
+        rows = _redemption_rows(record, digest_hex, expires_at, receipt, certify_digest)
+        if self.engine.dialect.name == "postgresql":
+            self._insert_in_one_statement(rows)
+            return
+        with self._core_transaction() as connection:
+            for table, values in rows:
+                connection.execute(insert(table), values)
+
+    def _insert_in_one_statement(self, rows: list[tuple]) -> None:
+        """All ``rows`` in one transaction of two round trips (PostgreSQL).
+
+        ``BEGIN; INSERT ... (the other INSERTs as data-modifying CTEs)`` goes
+        as one query, then this process sends COMMIT (durable before it
+        answers). The commit is the client's: if this process dies first, even
+        while the INSERT waits on a lock, the database rolls everything back.
+        """
+        statement = self._prepare(tuple(table.name for table, _ in rows),
+                                  lambda: _chained_insert(rows), prefix="BEGIN; ")
+        values = {f"{table.name}_{column}": value
+                  for table, row in rows for column, value in row.items()}
+        try:
+            with self._autocommit.connect() as connection:
+                try:
+                    statement.execute(connection, values)
+                    connection.exec_driver_sql("COMMIT")
+                except BaseException:
+                    _rollback_quietly(connection)
+                    raise
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"database unavailable: {type(exc).__name__}") from exc
 
     def _repeat_redemption(self, record: AttestationRecord, digest_hex: str, expires_at: int,
                            receipt: StoredReceipt | None, certify_digest: str | None
@@ -316,6 +486,51 @@ class TTPDatabase:
                 TokenRedemption.expires_at > 0, TokenRedemption.expires_at < now))
             return session.execute(delete(UsedToken).where(
                 UsedToken.expires_at > 0, UsedToken.expires_at < now)).rowcount
+
+
+def _rollback_quietly(connection: Connection) -> None:
+    """End an explicit transaction after a failure (a dead connection is discarded)."""
+    try:
+        connection.exec_driver_sql("ROLLBACK")
+    except Exception:  # the original error is what the caller reports
+        if not connection.invalidated:
+            connection.invalidate()
+
+
+def _chained_insert(rows: list[tuple]):
+    """INSERT of the first row with the others as data-modifying CTEs (bound parameters)."""
+    inserts = [insert(table).values({column: bindparam(f"{table.name}_{column}")
+                                     for column in row}) for table, row in rows]
+    first, *others = inserts
+    return first.add_cte(*(statement.cte(f"insert_{index}")
+                           for index, statement in enumerate(others)))
+
+
+def _redemption_rows(record: AttestationRecord, digest_hex: str, expires_at: int,
+                     receipt: StoredReceipt | None, certify_digest: str | None
+                     ) -> list[tuple]:
+    """(table, values) of a first redemption, the used-token row first."""
+    now = utcnow()
+    rows: list[tuple] = [(UsedToken.__table__, {
+        "token_digest": digest_hex, "attestation_id": record.id, "expires_at": expires_at,
+        "launch_id": record.launch_id})]
+    if certify_digest is not None:
+        rows.append((TokenRedemption.__table__, {
+            "certify_digest": certify_digest, "token_digest": digest_hex,
+            "attestation_id": record.id, "expires_at": expires_at}))
+    rows.append((Attestation.__table__, {
+        "id": record.id, "created_at": now, "requester": record.requester,
+        "host": record.host, "launch_id": record.launch_id, "verdict": record.verdict,
+        "requested_profile": record.requested_profile,
+        "satisfied_profile": record.satisfied_profile, "check": record.check,
+        "reason": record.reason,
+        "evidence_digests": json.dumps(record.evidence_digests, sort_keys=True)}))
+    if receipt is not None:
+        rows.append((ReceiptRow.__table__, {
+            "attestation_id": receipt.attestation_id, "document": receipt.document,
+            "token_digest": receipt.token_digest, "receipt_auth": receipt.receipt_auth,
+            "created_at": now}))
+    return rows
 
 
 class _UsedTokenGone(Exception):

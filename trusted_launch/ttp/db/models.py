@@ -65,6 +65,15 @@ class Profile(Base):
         DateTime, default=utcnow, onupdate=utcnow)
 
 
+class ProfileRevision(Base):
+    """One row (id 1) counting profile changes: workers reload profiles when it moves."""
+
+    __tablename__ = "profile_revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
 class Attestation(Base):
     """The audit record of one attestation decision (trusted or refused)."""
 
