@@ -5,6 +5,10 @@ the real TTP (HTTPS process, SQLite) whose host status notifications go to a
 real RabbitMQ; a :class:`HostMonitor` attests the host periodically and a
 scheduler-side :class:`HostTrustStatus` listens on the bus. A development
 stand-in, never part of a deployment.
+
+Also small readers of process and TPM figures for soak runs (bench/soak.py):
+RSS, open file descriptors and TCP peers from /proc, TPM handle counts through
+TPM2_GetCapability, and a least-squares growth rate.
 """
 
 from __future__ import annotations
@@ -118,3 +122,75 @@ def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.00
             return True
         time.sleep(step)
     return predicate()
+
+
+# Process and TPM figures for soak runs (Linux /proc; no extra dependency) -------------
+
+PAGE_KIB = 4
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a pre-forked server and its workers)."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        if not pathlib.Path(f"/proc/{current}").exists():
+            continue
+        found.append(current)
+        for task in pathlib.Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                pending.extend(int(child) for child in task.read_text().split())
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (0 if it is gone)."""
+    try:
+        return int(pathlib.Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def open_fds(pid: int) -> int:
+    """Number of open file descriptors of ``pid`` (0 if it is gone)."""
+    try:
+        return len(list(pathlib.Path(f"/proc/{pid}/fd").iterdir()))
+    except OSError:
+        return 0
+
+
+def tcp_peers(pid: int, remote_port: int) -> int:
+    """Established TCP sockets of ``pid`` to 127.0.0.1:``remote_port`` (e.g. a database)."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in pathlib.Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = fd.readlink().name
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    count = 0
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[2].split(":")[1], 16) == remote_port \
+                    and fields[9] in inodes:
+                count += 1
+    return count
+
+
+def tpm_handle_counts(device: TPMDevice) -> dict[str, int]:
+    """TPM2_GetCapability counts: loaded transient objects and loaded sessions."""
+    return {"transient": len(device.transient_handles()),
+            "loaded_sessions": len(device.loaded_sessions())}
+
+
+def growth_per_minute(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value) samples, per minute (0 if < 2 samples)."""
+    if len(samples) < 2:
+        return 0.0
+    mean_t = sum(t for t, _ in samples) / len(samples)
+    mean_v = sum(v for _, v in samples) / len(samples)
+    spread = sum((t - mean_t) ** 2 for t, _ in samples)
+    if spread == 0:
+        return 0.0
+    return 60 * sum((t - mean_t) * (v - mean_v) for t, v in samples) / spread

@@ -256,11 +256,14 @@ def _use_in_session(device: TPMDevice, ectx: CountingESAPI, selection,
         ectx.trsess_set_attributes(session, TPMA_SESSION.ENCRYPT,
                                    TPMA_SESSION.CONTINUESESSION | TPMA_SESSION.ENCRYPT)
         ectx.policy_pcr(session, b"", selection)
-        return use(session)
+        result = use(session)
     except BaseException:
         with contextlib.suppress(TSS2_Exception):  # a failed command leaves it loaded
             ectx.flush_context(session)
         raise
+    # The TPM flushed the session; ESAPI keeps its object (~1 KiB) until closed.
+    ectx.tr_close(session)
+    return result
 
 
 class BindKeyPool:
