@@ -27,7 +27,7 @@ from trusted_launch.crypto.errors import SealingError
 from trusted_launch.crypto.sealing import ReleasedSecrets, open_from_bind_key, release_aad
 from trusted_launch.crypto.token import ImageDigest
 from trusted_launch.tpm import bindkeys
-from trusted_launch.tpm.errors import TPMError
+from trusted_launch.tpm.errors import PCRPolicyMismatch, TPMError
 
 LOG = logging.getLogger(__name__)
 
@@ -103,7 +103,12 @@ class TrustedLaunchHost:
 
     def open(self, pending: PendingRelease, *, timer: StepTimer | None = None
              ) -> ReleasedSecrets:
-        """Step 12: open the released secrets in the TPM, under the PCR policy."""
+        """Step 12: open the released secrets in the TPM, under the PCR policy.
+
+        ReleaseUnusable if they do not open or this host's PCRs changed since
+        Certify; any other TPMError (the TPM died, ran out of memory) is raised
+        as it is: a fault of this host, which another host may not have.
+        """
         timer = timer or StepTimer()
         started = time.perf_counter()
         key = pending.bind_key
@@ -115,7 +120,7 @@ class TrustedLaunchHost:
                                                                    label))
         except SealingError as exc:
             raise ReleaseUnusable(f"released secrets do not open: {exc}") from None
-        except TPMError as exc:
+        except PCRPolicyMismatch as exc:
             raise ReleaseUnusable(str(exc)) from None
         finally:
             self._release_key(key)
