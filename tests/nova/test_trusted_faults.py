@@ -204,23 +204,17 @@ class TrustedLaunchFaultsTest(compute_tests.TrustedComputeTestBase):
 
     def test_swtpm_killed_before_certify_reschedules_to_the_other_trusted_host(
             self) -> None:
-        token, nonce = self.env.make_token("high", IMAGE_BYTES)
-        hit = self._once_during_launch(bindkeys, "certify", self._kill_tpm, before=True)
-        server = self._boot_succeeds(token, nonce)
-        self.assertEqual(1, len(hit))
-        killed = hit[0]
-        self.assertEqual((HIGH_HOSTS - {killed}).pop(), server[HOST_ATTR])
-        self._assert_surviving_tpms_at_baseline(killed)
-        self._tpm_returns(killed)
-        token, nonce = self.env.make_token("high", IMAGE_BYTES)
-        self._boot_succeeds(token, nonce, host=killed)
-        self.assertEqual(RESIDENT_BASELINE, self._settled_handles(killed))
+        self._tpm_death_reschedules(bindkeys, "certify")
 
     def test_swtpm_killed_after_the_release_reschedules_to_the_other_trusted_host(
             self) -> None:
         """N was sealed to the dead TPM; the other host re-attests the same launch."""
+        self._tpm_death_reschedules(TrustedLaunchHost, "open")
+
+    def _tpm_death_reschedules(self, target, name: str) -> None:
+        """Kill the TPM of the host that first calls ``target.name``: the other one boots it."""
         token, nonce = self.env.make_token("high", IMAGE_BYTES)
-        hit = self._once_during_launch(TrustedLaunchHost, "open", self._kill_tpm, before=True)
+        hit = self._once_during_launch(target, name, self._kill_tpm, before=True)
         server = self._boot_succeeds(token, nonce)
         self.assertEqual(1, len(hit))
         killed = hit[0]
