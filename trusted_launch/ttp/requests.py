@@ -7,8 +7,8 @@ cryptography runs; a bad field raises :class:`RequestInvalid` whose
 
 from __future__ import annotations
 
-import base64
 import binascii
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -109,14 +109,27 @@ def _base64(body: Mapping[str, Any], name: str, limit: int) -> bytes:
     if len(value) > 4 * ((limit + 2) // 3):
         raise RequestInvalid(name, f"decodes to more than {limit} bytes")
     try:
-        data = base64.b64decode(value, validate=True)
+        data = binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError):
         raise RequestInvalid(name, "is not strict standard base64") from None
     if not data:
         raise RequestInvalid(name, "is empty")
-    if base64.b64encode(data).decode("ascii") != value:
+    if not _canonical(value, data):
         raise RequestInvalid(name, "is not canonical base64")
     return data
+
+
+def _canonical(text: str, data: bytes) -> bool:
+    """Whether ``text`` is exactly ``base64(data)``, for strictly decoded, non-empty ``data``.
+
+    Strict decoding admits only the alphabet with correct padding at the end,
+    and every whole 4-character group maps to one 3-byte group both ways; only
+    the length and the last group (unused bits that must be zero) can differ,
+    so re-encoding the last group is enough (the event log is large).
+    """
+    tail = data[-((len(data) - 1) % 3 + 1):]
+    return (len(text) == 4 * ((len(data) + 2) // 3)
+            and binascii.b2a_base64(tail, newline=False) == text[-4:].encode("ascii"))
 
 
 def _selection(body: Mapping[str, Any]) -> PCRSelection:
@@ -124,10 +137,16 @@ def _selection(body: Mapping[str, Any]) -> PCRSelection:
     if len(value) > MAX_SELECTION:
         raise RequestInvalid("bind_key_pcrs", f"longer than {MAX_SELECTION} characters")
     try:
-        selection = PCRSelection.from_spec(value)
+        selection = _parse_selection(value)
     except EvidenceError as exc:
         raise RequestInvalid("bind_key_pcrs", f"not a PCR selection like "
                                               f"'sha256:0,1,2': {exc}") from None
     if not len(selection):
         raise RequestInvalid("bind_key_pcrs", "selects no PCR")
     return selection
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_selection(spec: str) -> PCRSelection:
+    """``PCRSelection.from_spec``, kept per spec: hosts send the same few (it is immutable)."""
+    return PCRSelection.from_spec(spec)

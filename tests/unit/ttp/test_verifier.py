@@ -396,6 +396,11 @@ def test_request_fields_are_decoded():
     ("bind_key_public", "cHVibGlj\n", "strict standard base64"),
     ("bind_key_public", "cHVibGljA", "strict standard base64"),
     ("bind_key_public", "cHVibGljAB==", "canonical"),
+    ("bind_key_public", "cHVibGljYWB=", "canonical"),  # 2 unused bits set in the last group
+    ("certify_info", "cHVi=ZWJ", "strict standard base64"),  # padding inside
+    ("certify_info", "cHViYg===", "strict standard base64"),  # too much padding
+    ("certify_info", "cHVibA==cHVi", "strict standard base64"),  # data after padding
+    ("certify_info", "cHVi\u00e9GJj", "strict standard base64"),  # not ASCII
     ("certify_info", "", "empty"),
     ("certify_signature", "-_-_", "strict standard base64"),
     ("event_log", "A" * (4 * (4 * 1024 * 1024 + 2) // 3 + 8), "more than 4194304 bytes"),

@@ -156,7 +156,7 @@ def _ping_if_idle(dbapi_connection, record, proxy) -> None:
 
 
 class Prepared:
-    """A statement compiled once for one dialect and run as driver SQL.
+    """A statement compiled once for one dialect and run on a DB-API cursor.
 
     The hot path builds no SQLAlchemy expression per call: parameters go
     straight to the DB-API driver (no type processing, so plain values only).
@@ -166,12 +166,16 @@ class Prepared:
         self.compiled = statement.compile(dialect=dialect)
         self.sql = prefix + str(self.compiled)
 
-    def execute(self, connection: Connection, values: dict):
+    def parameters(self, values: dict) -> dict | tuple:
+        """The driver's parameters for ``values`` (bind name -> value)."""
         params = self.compiled.construct_params(values)
         if self.compiled.positional:
-            return connection.exec_driver_sql(
-                self.sql, tuple(params[name] for name in self.compiled.positiontup))
-        return connection.exec_driver_sql(self.sql, params)
+            return tuple(params[name] for name in self.compiled.positiontup)
+        return params
+
+    def execute(self, cursor, values: dict) -> None:
+        """Run the statement on a DB-API ``cursor``."""
+        cursor.execute(self.sql, self.parameters(values))
 
 
 _PROFILE_REVISION = select(ProfileRevision.revision).where(ProfileRevision.id == 1)
@@ -201,6 +205,42 @@ class TTPDatabase:
         self._autocommit.dispose()
 
     @contextmanager
+    def _cursor(self, *, transaction: bool = False) -> Iterator[object]:
+        """A DB-API cursor on a pooled autocommit connection (the hot path).
+
+        No SQLAlchemy Connection, execution context or result per statement;
+        errors are what SQLAlchemy would raise (IntegrityError, or DBAPIError
+        whose ``connection_invalidated`` says a lost connection invalidated
+        the pool). ``transaction``: the caller sent BEGIN, so a failure sends
+        ROLLBACK (a connection that cannot roll back is discarded).
+        """
+        engine = self._autocommit
+        dialect, error = engine.dialect, engine.dialect.loaded_dbapi.Error
+        try:
+            connection = engine.raw_connection()
+        except error as exc:
+            raise DBAPIError.instance(None, None, exc, error, dialect=dialect) from exc
+        cursor = None
+        try:
+            cursor = connection.cursor()
+            try:
+                yield cursor
+            except BaseException:
+                if transaction:
+                    _rollback_quietly(connection, cursor)
+                raise
+        except error as exc:
+            lost = not connection.is_valid or dialect.is_disconnect(
+                exc, connection.dbapi_connection, cursor)
+            if lost:  # as SQLAlchemy's Connection does: every older connection is suspect
+                engine.pool._invalidate(connection, exc)
+            raise DBAPIError.instance(None, None, exc, error, connection_invalidated=lost,
+                                      dialect=dialect) from exc
+        finally:
+            _close_quietly(cursor)
+            connection.close()
+
+    @contextmanager
     def _transaction(self) -> Iterator[Session]:
         try:
             with self._sessions.begin() as session:
@@ -220,8 +260,9 @@ class TTPDatabase:
         """
         for attempt in (1, 2):
             try:
-                with self._autocommit.connect() as connection:
-                    row = statement.execute(connection, values).first()
+                with self._cursor() as cursor:
+                    statement.execute(cursor, values)
+                    row = cursor.fetchone()
                     return None if row is None else tuple(row)
             except DBAPIError as exc:
                 if attempt == 1 and exc.connection_invalidated:
@@ -418,13 +459,9 @@ class TTPDatabase:
         values = {f"{table.name}_{column}": value
                   for table, row in rows for column, value in row.items()}
         try:
-            with self._autocommit.connect() as connection:
-                try:
-                    statement.execute(connection, values)
-                    connection.exec_driver_sql("COMMIT")
-                except BaseException:
-                    _rollback_quietly(connection)
-                    raise
+            with self._cursor(transaction=True) as cursor:
+                statement.execute(cursor, values)
+                cursor.execute("COMMIT")
         except IntegrityError:
             raise
         except SQLAlchemyError as exc:
@@ -488,13 +525,23 @@ class TTPDatabase:
                 UsedToken.expires_at > 0, UsedToken.expires_at < now)).rowcount
 
 
-def _rollback_quietly(connection: Connection) -> None:
+def _rollback_quietly(connection, cursor) -> None:
     """End an explicit transaction after a failure (a dead connection is discarded)."""
     try:
-        connection.exec_driver_sql("ROLLBACK")
+        cursor.execute("ROLLBACK")
     except Exception:  # the original error is what the caller reports
-        if not connection.invalidated:
+        if connection.is_valid:
             connection.invalidate()
+
+
+def _close_quietly(cursor) -> None:
+    """Close a DB-API cursor; one on a broken connection may fail to (nothing to keep)."""
+    if cursor is None:
+        return
+    try:
+        cursor.close()
+    except Exception:  # noqa: S110 - closing is best effort; the connection is checked in
+        pass
 
 
 def _chained_insert(rows: list[tuple]):
