@@ -265,30 +265,14 @@ class LaunchVerifier:
 
     def _replayed(self, key: tuple, data: bytes, selection: PCRSelection) -> _Replayed:
         """The log's replay under ``selection`` (cached by log digest and selection)."""
-        cached = self._cache.replays.get(key)
-        if cached is None:
-            try:
-                cached = _replay(_parse_log(data), selection)
-            except Refusal as refusal:
-                cached = (refusal.check, refusal.reason)
-            self._cache.replays.put(key, cached)
-        if isinstance(cached, tuple):
-            raise Refusal(*cached)
-        return cached
+        return _cached_outcome(self._cache.replays, key,
+                               lambda: _replay(_parse_log(data), selection))
 
     def _judged(self, log_key: tuple, requested: str, replayed: _Replayed) -> str:
         """The satisfied profile (cached by log, selection, profile set and request)."""
         key = (*log_key, profile_set_fingerprint(self._profiles), requested)
-        cached = self._cache.verdicts.get(key)
-        if cached is None:
-            try:
-                cached = self._judge(requested, replayed)
-            except Refusal as refusal:
-                cached = (refusal.check, refusal.reason)
-            self._cache.verdicts.put(key, cached)
-        if isinstance(cached, tuple):
-            raise Refusal(*cached)
-        return cached
+        return _cached_outcome(self._cache.verdicts, key,
+                               lambda: self._judge(requested, replayed))
 
     def _judge(self, requested: str, replayed: _Replayed) -> str:
         if requested not in self._profiles:
@@ -363,6 +347,20 @@ def _check_attributes(bind_key: PublicArea) -> None:
     if bind_key.name_alg not in POLICY_NAME_ALGS:
         raise Refusal("bind_key_attributes", f"bind key nameAlg {bind_key.name_alg.bank_name} "
                                              "is too weak (sha256 or stronger)")
+
+
+def _cached_outcome(cache: LRUCache, key: tuple, compute: Callable[[], object]):
+    """``compute()``'s result, or its Refusal raised again, remembered under ``key``."""
+    cached = cache.get(key)
+    if cached is None:
+        try:
+            cached = compute()
+        except Refusal as refusal:
+            cached = (refusal.check, refusal.reason)
+        cache.put(key, cached)
+    if isinstance(cached, tuple):
+        raise Refusal(*cached)
+    return cached
 
 
 def _parse_log(data: bytes) -> EventLog:
