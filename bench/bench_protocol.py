@@ -279,7 +279,13 @@ def discrete_tpm_estimate() -> dict:
 
 
 def nova_launch_times(tmp: pathlib.Path) -> tuple[dict | None, str]:
-    """Plain vs trusted launches through tests/nova's harness (bench/nova_launch.py)."""
+    """Plain, plain+config drive and trusted launches in tests/nova's harness.
+
+    Per kind (bench/nova_launch.py's KINDS): p50/p95/n of the launch times and
+    the p50 of each timed driver phase; "paired": p50/p95 of the per-round
+    differences trusted - plain_config_drive and plain_config_drive - plain;
+    "load_average" at the end of the run.
+    """
     if NOVA_LAUNCHES <= 0:
         return None, "Nova launch comparison skipped (TRUSTED_LAUNCH_BENCH_NOVA_LAUNCHES=0)"
     out = tmp / "nova-launch.json"
@@ -302,7 +308,21 @@ def nova_launch_times(tmp: pathlib.Path) -> tuple[dict | None, str]:
                else "")
     if min(len(v) for v in outcome["samples"].values()) == 0:
         return None, problem or "no Nova launch succeeded"
-    return {kind: _stats(values) for kind, values in outcome["samples"].items()}, problem
+    figures: dict = {kind: _stats(values) for kind, values in outcome["samples"].items()}
+    for kind, phases in outcome["phases"].items():
+        figures[kind]["phases_ms_p50"] = {
+            phase: round(statistics.median(values), 1) for phase, values in phases.items()}
+    figures["paired"] = {
+        name: _stats([r[high] - r[low] for r in outcome["rounds"] if high in r and low in r])
+        for name, high, low in (("trusted_vs_config_drive", "trusted", "plain_config_drive"),
+                                ("config_drive_vs_plain", "plain_config_drive", "plain"))}
+    figures["load_average"] = [round(v, 2) for v in outcome["load_average"]]
+    return figures, problem
+
+
+def _added(nova: dict | None, kind: str, baseline: str, q: str) -> float | None:
+    """Launch time ``kind`` - ``baseline`` at percentile ``q`` ("p50"/"p95"), ms."""
+    return round(nova[kind][q] - nova[baseline][q], 1) if nova else None
 
 
 def run() -> dict:
@@ -326,8 +346,20 @@ def run() -> dict:
         "plain_launch_ms_p95": nova["plain"]["p95"] if nova else None,
         "trusted_launch_ms_p50": nova["trusted"]["p50"] if nova else None,
         "trusted_launch_ms_p95": nova["trusted"]["p95"] if nova else None,
-        "nova_launch_added_ms_p50": (round(nova["trusted"]["p50"] - nova["plain"]["p50"], 1)
-                                     if nova else None),
+        "plain_config_drive_launch_ms_p50": nova["plain_config_drive"]["p50"] if nova else None,
+        "plain_config_drive_launch_ms_p95": nova["plain_config_drive"]["p95"] if nova else None,
+        "nova_launch_added_ms_p50": _added(nova, "trusted", "plain", "p50"),
+        "nova_launch_added_ms_p95": _added(nova, "trusted", "plain", "p95"),
+        "nova_launch_added_vs_config_drive_ms_p50": _added(nova, "trusted",
+                                                           "plain_config_drive", "p50"),
+        "nova_launch_added_vs_config_drive_ms_p95": _added(nova, "trusted",
+                                                           "plain_config_drive", "p95"),
+        "nova_launch_added_vs_config_drive_paired_ms_p50": (
+            nova["paired"]["trusted_vs_config_drive"]["p50"] if nova else None),
+        "nova_config_drive_added_ms_p50": _added(nova, "plain_config_drive", "plain", "p50"),
+        "nova_phases_ms_p50": ({kind: nova[kind]["phases_ms_p50"] for kind in
+                                ("plain", "plain_config_drive", "trusted")} if nova else None),
+        "nova_load_average": nova["load_average"] if nova else None,
         "nova_launches_each": nova["plain"]["n"] if nova else 0,
         "launch_steps_ms": launches["steps"],
         "launches": launches["total"]["n"],
@@ -348,10 +380,17 @@ def run() -> dict:
         "notes": ("launch_added_ms = host-side protocol time per launch (release(): warm bind "
                   "key, Certify, POST /v1/attestations to a 2-worker TTP on SQLite, ECDH_ZGen), "
                   f"{LAUNCHES} launches alternating over 2 swtpm hosts. "
-                  + (f"plain/trusted_launch_ms: POST /servers to ACTIVE in tests/nova's harness "
-                     f"(real Nova services, fakelibvirt, fake RPC polled every 10 ms), "
-                     f"{nova['plain']['n']} launches each, alternating on one host; their "
-                     "difference (nova_launch_added_ms_p50) is polling-quantised and shares "
+                  + ("plain/plain_config_drive/trusted_launch_ms: POST /servers to the "
+                     "compute manager's commit of ACTIVE in tests/nova's harness (real Nova "
+                     "services in one process, fakelibvirt, fake RPC polled every 10 ms), "
+                     f"{nova['plain']['n']} launches of each kind, alternating on one host "
+                     f"(load average at the end {nova['load_average']} on "
+                     f"{os.cpu_count()} cores). A trusted launch always builds a config "
+                     "drive (N goes there): nova_launch_added_vs_config_drive_ms_* compares "
+                     "it with a plain launch with config_drive=True (like for like), "
+                     "nova_config_drive_added_ms_p50 is Nova's own config drive cost "
+                     "(metadata + genisoimage), nova_launch_added_ms_* is trusted - plain "
+                     "(no drive); nova_phases_ms_p50 = driver phases per kind; all share "
                      "the CPU with Nova's threads, so launch_added_ms stays the host-side "
                      f"measurement. {nova_problem} " if nova
                      else f"plain_launch_ms_p50 null: {nova_problem}. ")

@@ -41,6 +41,8 @@ COMPARISONS = (
     ("trusted_launch_ms_p50", "plain_launch_ms_p50",
      "plain launch, same Nova harness (fakelibvirt)", None),
     ("trusted_launch_ms_p95", "plain_launch_ms_p95", "same, p95", None),
+    ("trusted_launch_ms_p50", "plain_config_drive_launch_ms_p50",
+     "plain launch with config_drive=True, same harness (like for like)", "<= +100 ms"),
     ("tpm_commands_per_launch", "tpm_only_fallback_commands",
      "commands without a pre-loaded key (the old path)", "<= 4"),
     ("baseline_tpm_only_ms_p50", "tpm_only_fallback_ms_p50",
