@@ -123,6 +123,13 @@ def evidence(host: Host, token: str, *, key=None, certified=None, launch_id: str
     return body
 
 
+def with_flipped_signature_bit(body: dict) -> dict:
+    """``body`` with the last bit of its Certify signature flipped."""
+    signature = bytearray(base64.b64decode(body["certify_signature"]))
+    signature[-1] ^= 1
+    return {**body, "certify_signature": b64(bytes(signature))}
+
+
 def verify(verifier, host, body):
     return verifier.verify(AttestationRequest.from_json(body), host.ak_public)
 
@@ -209,10 +216,7 @@ def test_token_expired(ttp_key, profiles, host):
 
 def test_certify_signature_tampered(verifier, host, ttp_key):
     token, _ = make_token(ttp_key)
-    body = evidence(host, token)
-    signature = bytearray(base64.b64decode(body["certify_signature"]))
-    signature[-1] ^= 1
-    decision = verify(verifier, host, {**body, "certify_signature": b64(bytes(signature))})
+    decision = verify(verifier, host, with_flipped_signature_bit(evidence(host, token)))
     refused(decision, "certify_signature")
     assert decision.requested_profile == "medium"
     assert decision.token_digest == token_digest(token)

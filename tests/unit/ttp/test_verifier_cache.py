@@ -8,8 +8,6 @@ changed profile set. Real certify evidence from a swtpm (see test_verifier).
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 
 from tests.conftest import EVENTLOG_DIR
@@ -106,10 +104,7 @@ def test_a_bad_certify_signature_is_refused_after_a_cached_verdict(ttp_key, prof
     verifier = cached_verifier(ttp_key, profiles, cache)
     trusted(verifier, host)
     token, _ = make_token(ttp_key)
-    body = evidence(host, token)
-    signature = bytearray(base64.b64decode(body["certify_signature"]))
-    signature[-1] ^= 1
-    decision = verify(verifier, host, {**body, "certify_signature": b64(bytes(signature))})
+    decision = verify(verifier, host, base.with_flipped_signature_bit(evidence(host, token)))
     refused(decision, "certify_signature")
 
 
