@@ -79,6 +79,9 @@ pytestmark = [pytest.mark.swtpm]
 DRIVER = "trusted_launch.driver.TrustedLibvirtDriver"
 HOST_LOGS = {"host-a": SECUREBOOT_LOG, "host-b": NO_SECURE_BOOT_LOG}
 HOST_PROFILES = {"host-a": "high", "host-b": "low"}
+#: Polls (0.5 s apart) for a boot to settle: the first launch of an encrypted image
+#: writes a LUKS header, which takes QEMU seconds of CPU on a loaded machine.
+BOOT_WAIT_POLLS = 60
 IMAGE_BYTES = b"trusted-launch functional test image\n" * 2048
 
 
@@ -216,7 +219,8 @@ class TrustedComputeTestBase(libvirt_base.ServersTestBase):
         if host is not None:
             server["availability_zone"] = f"nova:{host}"
         created = self.api.post_server({"server": server})
-        return self._wait_for_state_change(created, expected_state)
+        return self._wait_for_state_change(created, expected_state,
+                                           max_retries=BOOT_WAIT_POLLS)
 
     def _config_drive_file(self, server_id: str, path: str) -> bytes:
         drive = self._instance_dir(server_id) / "disk.config"
