@@ -104,7 +104,6 @@ from oslo_log import log as logging
 from trusted_launch.compute.encrypted_image import (
     EncryptedRoot,
     ImageEncryptionRefused,
-    PendingImageKeys,
     add_disk_encryption,
     check_host_settings,
     check_key_matches,
@@ -265,7 +264,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         self.base_image_digests = BaseImageDigests()
         self._pending_nonces = PendingNonces()
         self._pending_receipts: dict[str, bytes] = {}
-        self._image_keys = PendingImageKeys()
+        self._image_keys: dict[str, EncryptedRoot] = {}  # repr hides each key
         self._launching: dict[str, TrustedLaunchRequest] = {}
         self._relaunching: dict[str, str] = {}  # instance uuid -> the operation starting it
         self._ttp_clients: dict[str, TTPClient] = {}
@@ -372,7 +371,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             self._launching.pop(instance.uuid, None)
             self._pending_nonces.pop(instance.uuid)
             self._pending_receipts.pop(instance.uuid, None)
-            self._image_keys.pop(instance.uuid)
+            self._image_keys.pop(instance.uuid, None)
 
     def _create_image(self, context, instance, disk_mapping, injection_info=None,
                       suffix="", disk_images=None, block_device_info=None,
@@ -470,7 +469,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
                                         block_device_info=block_device_info,
                                         accel_info=accel_info)
         finally:
-            self._image_keys.pop(instance.uuid)
+            self._image_keys.pop(instance.uuid, None)
 
     def _soft_reboot(self, instance):
         """Soft reboot restarts the domain too: re-attest first, stop the guest if refused."""
@@ -523,7 +522,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         self._relaunching.pop(instance_uuid, None)
         self._pending_nonces.pop(instance_uuid)
         self._pending_receipts.pop(instance_uuid, None)
-        self._image_keys.pop(instance_uuid)
+        self._image_keys.pop(instance_uuid, None)
 
     def _config_drive_exists(self, instance) -> bool:
         return self.image_backend.by_name(instance, "disk.config",
@@ -628,7 +627,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             self._notify_refusal(instance, request, refusal)
             raise exception.ImageUnacceptable(image_id=image_id,
                                               reason=_fault_reason(refusal)) from None
-        self._image_keys.put(instance.uuid, root)
+        self._image_keys[instance.uuid] = root
 
     def _hold_image_key(self, instance, request: TrustedLaunchRequest,
                         image_key: bytes | None, operation: str) -> None:
@@ -645,8 +644,8 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
                 return
             disk = inspect_disk(path)
             if check_key_matches(disk, image_key):
-                self._image_keys.put(instance.uuid, EncryptedRoot(
-                    image_key, path, disk.backing_file or "", secret_uuid_for(instance.uuid)))
+                self._image_keys[instance.uuid] = EncryptedRoot(
+                    image_key, path, disk.backing_file or "", secret_uuid_for(instance.uuid))
         except ImageEncryptionRefused as exc:
             self._notify_refusal(instance, request, exc)
             raise TrustedRelaunchRefused(operation=operation,
@@ -660,7 +659,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         try:
             return add_disk_encryption(xml, root)
         except ImageEncryptionRefused as exc:
-            self._image_keys.pop(instance.uuid)
+            self._image_keys.pop(instance.uuid, None)
             raise exception.ImageUnacceptable(image_id=instance.image_ref,
                                               reason=_fault_reason(exc)) from None
 
@@ -673,7 +672,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
     @contextlib.contextmanager
     def _image_secret(self, instance) -> Iterator[None]:
         """The instance's disk secret defined in libvirt for the duration, if a key waits."""
-        root = self._image_keys.pop(instance.uuid)
+        root = self._image_keys.pop(instance.uuid, None)
         if root is None:
             yield
             return

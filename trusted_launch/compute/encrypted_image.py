@@ -90,28 +90,6 @@ class EncryptedRoot:
     secret_uuid: str
 
 
-class PendingImageKeys:
-    """Released image keys held in memory between the protocol and the guest's start."""
-
-    def __init__(self) -> None:
-        self._roots: dict[str, EncryptedRoot] = {}
-
-    def put(self, instance_uuid: str, root: EncryptedRoot) -> None:
-        self._roots[instance_uuid] = root
-
-    def get(self, instance_uuid: str) -> EncryptedRoot | None:
-        return self._roots.get(instance_uuid)
-
-    def pop(self, instance_uuid: str) -> EncryptedRoot | None:
-        return self._roots.pop(instance_uuid, None)
-
-    def __contains__(self, instance_uuid: str) -> bool:
-        return instance_uuid in self._roots
-
-    def __repr__(self) -> str:
-        return f"PendingImageKeys({len(self._roots)} held)"
-
-
 def secret_uuid_for(instance_uuid: str) -> str:
     """The libvirt secret uuid of an instance's disk key (stable across its starts)."""
     return str(uuid.uuid5(_SECRET_NAMESPACE, instance_uuid))
@@ -351,7 +329,7 @@ def _run(command: list[str], *, what: str,
     return result
 
 
-__all__ = ["DiskInfo", "EncryptedRoot", "ImageEncryptionRefused", "PendingImageKeys",
+__all__ = ["DiskInfo", "EncryptedRoot", "ImageEncryptionRefused",
            "add_disk_encryption", "check_host_settings", "check_key_matches",
            "create_encrypted_overlay", "defined_secret", "inspect_disk", "overlay_template",
            "prepare_root_disk",
