@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import sys
 
-from oslo_config import cfg
 from oslo_log import log as logging
 
-from trusted_launch.conf import ttp as ttp_conf
+from trusted_launch.ttp.configuration import ConfigError, check_server_files, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``--config-file``, set up logging, serve until SIGTERM."""
+    """Parse ``--config-file``, check the configuration, set up logging, serve until SIGTERM."""
     from trusted_launch.ttp import server, wsgi
-    conf = cfg.ConfigOpts()
-    ttp_conf.register_opts(conf)
-    logging.register_options(conf)
-    conf(sys.argv[1:] if argv is None else argv, project="trusted-launch",
-         prog="trusted-launch-ttp")
-    logging.setup(conf, "trusted-launch-ttp")
     try:
+        conf = load_config(None, prog="trusted-launch-ttp",
+                           argv=sys.argv[1:] if argv is None else argv)
+        check_server_files(conf)
+        logging.setup(conf, "trusted-launch-ttp")
         server.run(conf, lambda: wsgi.make_app(conf))
-    except (ValueError, OSError) as exc:
+    except (ConfigError, ValueError, OSError) as exc:
         print(f"trusted-launch-ttp: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -221,6 +221,7 @@ class TTPApplication:
         body: dict = {"keys": [k.publication() for k in self.token_keys.keys()]}
         if self.receipts is not None:
             body["receipt_keys"] = [self.receipts.key.publication()]
+        body["profiles"] = self.profiles.profile_set().names()
         return json_response(200, body)
 
     def enroll(self, request: webob.Request) -> webob.Response:
