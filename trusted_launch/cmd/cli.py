@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 def describe_error(exc: Exception) -> str:
     """One line; a file error names the file first (``PATH: no such file or directory``)."""
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        return f"{exc.filename}: {exc.strerror[0].lower()}{exc.strerror[1:]}"
+        return f"{exc.filename}: {exc.strerror}"
     return " ".join(str(exc).split())
 
 

@@ -142,3 +142,16 @@ def test_activation_challenge_expires(tmp_path: pathlib.Path) -> None:
         db.save_pending_host(**{**pending, "ek_cert_fingerprint": "ek-b"})
     assert db.get_host("h1").credential_digest is None  # the secret digest is spent
     db.dispose()
+
+
+def test_profile_draft_as_the_readme_writes_it(tmp_path: pathlib.Path) -> None:
+    """``profile draft --eventlog LOG`` alone: a reviewable draft that profile set accepts."""
+    drafted = _manage(None, "profile", "draft", "--eventlog",
+                      str(EVENTLOG_DIR / "secureboot_binary_bios_measurements"))
+    assert drafted.returncode == 0 and drafted.stderr == "", drafted.stderr
+    assert drafted.stdout.startswith("# Drafted from secureboot_binary_bios_measurements")
+    document = yaml.safe_load(drafted.stdout)
+    assert (document["name"], document["level"]) == ("draft", 20)
+    not_a_log = _manage(None, "profile", "draft", "--eventlog", str(EXAMPLES / "low.yaml"))
+    assert not_a_log.returncode == 1 and not_a_log.stderr.count("\n") == 1
+    assert "low.yaml: event log at offset 0: not a TCG event log" in not_a_log.stderr
