@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import pathlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ import pytest
 
 from trusted_launch.cmd import cli, ttp_manage
 
-BIN_DIR = __import__("pathlib").Path(sys.executable).parent
+BIN_DIR = pathlib.Path(sys.executable).parent
 
 
 def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...]
@@ -35,7 +36,12 @@ def test_every_command_has_a_description(path, parser) -> None:
     assert parser.description.split()[0] in help_text
 
 
-def test_the_description_shows_in_the_console_scripts_help() -> None:
-    result = subprocess.run([str(BIN_DIR / "trusted-launch-ttp-manage"), "keys", "rotate",
-                             "--help"], capture_output=True, text=True, check=True, timeout=60)
-    assert "Make a new current key" in result.stdout and result.stderr == ""
+@pytest.mark.parametrize("argv,description", [
+    (["trusted-launch-ttp-manage", "keys", "rotate"], "Make a new current key"),
+    (["trusted-launch-ttp"], "Run the trusted-launch TTP's HTTPS API server"),
+    (["trusted-launch-guest"], "Prove to the tenant"),
+])
+def test_the_description_shows_in_the_console_scripts_help(argv, description) -> None:
+    result = subprocess.run([str(BIN_DIR / argv[0]), *argv[1:], "--help"],
+                            capture_output=True, text=True, check=True, timeout=60)
+    assert description in " ".join(result.stdout.split()) and result.stderr == ""

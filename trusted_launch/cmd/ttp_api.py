@@ -6,14 +6,23 @@ import sys
 
 from oslo_log import log as logging
 
-from trusted_launch.ttp.configuration import ConfigError, check_server_files, load_config
+from trusted_launch.ttp.configuration import (
+    DEFAULT_CONFIG,
+    ConfigError,
+    check_server_files,
+    load_config,
+)
+
+DESCRIPTION = ("Run the trusted-launch TTP's HTTPS API server (pre-forked workers) until "
+               f"SIGTERM. Options come from --config-file (default {DEFAULT_CONFIG}); see "
+               "doc/operator-guide.md.")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``--config-file``, check the configuration, set up logging, serve until SIGTERM."""
     from trusted_launch.ttp import server, wsgi
     try:
-        conf = load_config(None, prog="trusted-launch-ttp",
+        conf = load_config(None, prog="trusted-launch-ttp", description=DESCRIPTION,
                            argv=sys.argv[1:] if argv is None else argv)
         check_server_files(conf)
         logging.setup(conf, "trusted-launch-ttp")

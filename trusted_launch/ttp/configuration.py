@@ -37,7 +37,7 @@ class ConfigError(Exception):
 
 
 def load_config(config_files: Sequence[str] | None, *, prog: str,
-                argv: Sequence[str] = ()) -> cfg.ConfigOpts:
+                argv: Sequence[str] = (), description: str | None = None) -> cfg.ConfigOpts:
     """Parse ``config_files`` (default: DEFAULT_CONFIG if it exists) and ``argv``; check it.
 
     ``argv`` may carry ``--config-file``/``--config-dir`` and oslo.log's
@@ -48,7 +48,8 @@ def load_config(config_files: Sequence[str] | None, *, prog: str,
     logging.register_options(conf)
     defaults = list(config_files) if config_files else _existing([DEFAULT_CONFIG])
     try:
-        conf(list(argv), project="trusted-launch", prog=prog, default_config_files=defaults)
+        conf(list(argv), project="trusted-launch", prog=prog, default_config_files=defaults,
+             description=description)
     except cfg.ConfigFilesNotFoundError as exc:
         missing = ", ".join(exc.config_files)
         raise ConfigError(f"configuration file {missing} not found: pass --config-file with "
