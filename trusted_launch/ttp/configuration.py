@@ -66,8 +66,8 @@ def load_config(config_files: Sequence[str] | None, *, prog: str,
         raise ConfigError(f"no configuration file: pass --config-file PATH (or create "
                           f"{DEFAULT_CONFIG}; template: {SAMPLE})")
     _register_library_opts(conf)
+    check_values(conf)  # first: listing the known options reads [DEFAULT]'s values
     check_known_options(conf, files)
-    check_values(conf)
     check_database_url(conf.database.connection)
     return conf
 
@@ -137,19 +137,19 @@ def _did_you_mean(word: str, candidates, template: str) -> str:
 def check_values(conf: cfg.ConfigOpts) -> None:
     """Read every option once, so a value of the wrong type fails now, naming it."""
     for name in conf:
-        value = conf[name]
+        value = _read(conf, "DEFAULT", name)
         if isinstance(value, cfg.ConfigOpts.GroupAttr):
             for option in value:
-                _read(conf, name, option)
+                _read(value, name, option)
 
 
-def _read(conf: cfg.ConfigOpts, group: str, option: str) -> None:
+def _read(source: object, group: str, option: str) -> object:
     try:
-        getattr(conf[group], option)
+        return getattr(source, option)
     except (cfg.ConfigFileValueError, ValueError) as exc:
         text = str(exc)
-        source = re.search(r"detail='([^']*)'", text)
-        where = f" in {source.group(1)}" if source else ""
+        source_file = re.search(r"detail='([^']*)'", text)
+        where = f" in {source_file.group(1)}" if source_file else ""
         reason = text.rsplit(" is not valid: ", 1)[-1]
         raise ConfigError(f"[{group}] {option}{where} is not valid: {reason}; see its help "
                           f"in {SAMPLE}") from None
