@@ -65,8 +65,9 @@ def load_config(config_files: Sequence[str] | None, *, prog: str,
     if not files:
         raise ConfigError(f"no configuration file: pass --config-file PATH (or create "
                           f"{DEFAULT_CONFIG}; template: {SAMPLE})")
-    _register_library_opts(conf)
     check_values(conf)  # first: listing the known options reads [DEFAULT]'s values
+    if _register_library_opts(conf):
+        check_values(conf)
     check_known_options(conf, files)
     check_database_url(conf.database.connection)
     return conf
@@ -84,12 +85,14 @@ def parsed_files(conf: cfg.ConfigOpts) -> list[str]:
     return files
 
 
-def _register_library_opts(conf: cfg.ConfigOpts) -> None:
+def _register_library_opts(conf: cfg.ConfigOpts) -> bool:
     """Options of libraries the configuration switches on (their sections become known)."""
-    if conf.host_status.notifications_enabled:
-        from trusted_launch.ttp.host_notifications import messaging_options
-        for group, opts in messaging_options():
-            conf.register_opts(opts, group=None if group == "DEFAULT" else group)
+    if not conf.host_status.notifications_enabled:
+        return False
+    from trusted_launch.ttp.host_notifications import messaging_options
+    for group, opts in messaging_options():
+        conf.register_opts(opts, group=None if group == "DEFAULT" else group)
+    return True
 
 
 def _known_groups(conf: cfg.ConfigOpts) -> dict[str, set[str]]:
