@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CommandError, ValueError, OSError) as exc:
         print(f"trusted-launch {args.command}: error: {describe_error(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"trusted-launch {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def describe_error(exc: Exception) -> str:

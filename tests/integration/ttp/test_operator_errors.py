@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import socket
 import subprocess
 
 import pytest
@@ -159,3 +160,16 @@ def test_notification_settings_are_known_and_import_no_warning(config: pathlib.P
     line = _one_line_error(_run("trusted-launch-ttp-manage", "--config-file", str(config),
                                 "db", "sync"), "trusted-launch-ttp-manage")
     assert "unknown option 'transport_url' in section [DEFAULT]" in line
+
+
+def test_a_port_in_use_names_the_address_and_the_option(config: pathlib.Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        _edit(config, "bind_port = 0", f"bind_port = {port}")
+        assert _run("trusted-launch-ttp-manage", "--config-file", str(config),
+                    "db", "sync").returncode == 0
+        line = _one_line_error(_run("trusted-launch-ttp", "--config-file", str(config)),
+                               "trusted-launch-ttp")
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "bind_port" in line
