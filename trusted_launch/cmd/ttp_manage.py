@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ManageError, ConfigError, ValueError, OSError, cfg.Error) as exc:
         print(f"trusted-launch-ttp-manage: error: {describe_error(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("trusted-launch-ttp-manage: interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:
         from sqlalchemy.exc import SQLAlchemyError
 
