@@ -105,6 +105,23 @@ def test_make_app_serves_in_process(config: pathlib.Path) -> None:
                               content_type="application/json",
                               headers={"X-Auth-Token": "admin-secret"}).get_response(app)
     assert put.status_int == 201, put.body
+    assert json.loads(webob.Request.blank("/v1/keys").get_response(app).body)["profiles"] == [
+        "inproc"]
+    app.db.dispose()
+
+
+def test_keys_are_published_while_the_database_is_unavailable(config: pathlib.Path) -> None:
+    """Token keys live in files: a database outage drops only the profile names."""
+    import sqlite3
+
+    assert _manage(config, "db", "sync").returncode == 0
+    app = make_app(load_config([str(config)]))
+    with sqlite3.connect(config.parent / "ttp.sqlite") as database:
+        database.execute("DROP TABLE profile_revision")
+    keys = webob.Request.blank("/v1/keys").get_response(app)
+    assert keys.status_int == 200, keys.body
+    body = json.loads(keys.body)
+    assert len(body["keys"]) == 1 and "profiles" not in body
     app.db.dispose()
 
 
