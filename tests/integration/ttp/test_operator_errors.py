@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from tests.fixtures.ttp import BIN_DIR, CertificateAuthority, write_ttp_config
+from tests.fixtures.ttp import BIN_DIR, CertificateAuthority, TTPServer, write_ttp_config
 from trusted_launch.ttp.configuration import load_config
 
 
@@ -141,9 +141,19 @@ def test_ek_ca_file_that_does_not_exist_is_named(config: pathlib.Path,
     assert f"[enrollment] ek_ca_files {missing}: no such file" in line
 
 
-def test_the_api_listens_on_loopback_unless_told_otherwise(config: pathlib.Path) -> None:
+def test_the_api_listens_on_loopback_unless_told_otherwise(
+        config: pathlib.Path, ttp_test_ca: CertificateAuthority) -> None:
     _edit(config, "bind_host = 127.0.0.1\n", "")
     assert load_config([str(config)], prog="test").api.bind_host == "127.0.0.1"
+    server = TTPServer(config.parent, config, ttp_test_ca.cert_file, "admin-secret")
+    assert server.manage("db", "sync").returncode == 0
+    server.start()
+    try:
+        assert server.request("GET", "/v1/keys").status_code == 200
+        assert f"TTP listening on https://127.0.0.1:{server.port}" in server.log()
+        assert "Warning" not in server.log()  # no dependency warns on a normal start
+    finally:
+        assert server.stop() == 0
 
 
 def test_notification_settings_are_known_and_import_no_warning(config: pathlib.Path) -> None:
