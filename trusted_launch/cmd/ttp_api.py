@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
          prog="trusted-launch-ttp")
     logging.setup(conf, "trusted-launch-ttp")
     try:
-        server.run(conf, lambda: wsgi.make_app(conf))
+        server.run(conf, lambda: wsgi.make_pipeline(conf))
     except (ValueError, OSError) as exc:
         print(f"trusted-launch-ttp: error: {exc}", file=sys.stderr)
         return 1
