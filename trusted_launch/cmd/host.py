@@ -29,6 +29,10 @@ def register(subparsers) -> None:
     enroll.add_argument("--tcti", default=DEFAULT_TCTI,
                         help=f"how to reach the TPM (default {DEFAULT_TCTI})")
     enroll.add_argument("--ttp-ca-file", help="CA bundle for the TTP's HTTPS certificate")
+    enroll.add_argument("--ttp-token-file",
+                        help="this host's TTP API token (role host), if the TTP's policy "
+                             "requires one for enrollment (by default the operator's "
+                             "registration of the host is what allows it)")
     enroll.add_argument("--timeout", type=float, default=30.0,
                         help="seconds to wait for each TTP answer")
     enroll.set_defaults(func=enroll_command)
@@ -43,7 +47,13 @@ def enroll_command(args: argparse.Namespace) -> int:
 
     if not args.ttp.startswith("https://"):
         raise CommandError(f"--ttp {args.ttp!r} is not an https:// URL")
-    ttp = TTPClient(args.ttp, ca_file=args.ttp_ca_file, timeout=args.timeout)
+    from trusted_launch.crypto.api_token import TokenFileError, read_api_token
+    try:
+        token = read_api_token(args.ttp_token_file) if args.ttp_token_file else None
+    except TokenFileError as exc:
+        raise CommandError(str(exc)) from None
+    ttp = TTPClient(args.ttp, ca_file=args.ttp_ca_file, timeout=args.timeout,
+                    auth_token=token)
     try:
         with TPMDevice(args.tcti) as device:
             certificate = enroll_host(device, ttp, args.host)

@@ -160,18 +160,23 @@ class AccessStore:
             return Outcome.DONE, revoked
 
     def remove(self, name: str) -> bool:
-        """Forget ``name``: registration, enrolled AK, challenges, status, its host tokens."""
+        """Forget ``name``: registration, enrolled AK, challenges, status, its host tokens.
+
+        False (and nothing deleted) if ``name`` is neither registered nor enrolled.
+        """
         with self.db._transaction() as session:
             found = session.execute(delete(HostRegistration).where(
                 HostRegistration.name == name)).rowcount > 0
-            for model, column in ((Host, Host.name), (EnrollmentChallenge,
-                                                      EnrollmentChallenge.host),
+            found = session.execute(delete(Host).where(Host.name == name)).rowcount > 0 \
+                or found
+            if not found:
+                return False
+            for model, column in ((EnrollmentChallenge, EnrollmentChallenge.host),
                                   (HostChallenge, HostChallenge.host),
                                   (HostStatusRow, HostStatusRow.host),
                                   (ApiToken, ApiToken.host)):
-                found = session.execute(delete(model).where(column == name)).rowcount > 0 \
-                    or found
-            return found
+                session.execute(delete(model).where(column == name))
+            return True
 
     def registration(self, name: str, now: int) -> Registration | None:
         """The registration of ``name`` with its enrolled AK, or None."""
