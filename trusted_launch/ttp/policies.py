@@ -90,3 +90,13 @@ ROUTE_RULES = [
 def list_rules() -> list[policy.RuleDefault]:
     """Every default rule (the ``oslo.policy.policies`` entry point)."""
     return [*BASE_RULES, *ROUTE_RULES]
+
+
+def get_enforcer():
+    """An enforcer with the defaults (the ``oslo.policy.enforcer`` entry point, for the tools)."""
+    from oslo_config import cfg
+    conf = cfg.ConfigOpts()
+    conf([], project="trusted-launch", default_config_files=[])
+    enforcer = policy.Enforcer(conf)
+    enforcer.register_defaults(list_rules())
+    return enforcer
