@@ -36,6 +36,14 @@ def register(subparsers) -> None:
     enroll.add_argument("--timeout", type=float, default=30.0,
                         help="seconds to wait for each TTP answer")
     enroll.set_defaults(func=enroll_command)
+    fingerprint = actions.add_parser(
+        "ek-fingerprint", help="print the SHA-256 of this TPM's EK certificate",
+        description="Print the SHA-256 (hex) of this TPM's EK certificate (DER): what the "
+                    "TTP operator registers with 'trusted-launch-ttp-manage host add "
+                    "NAME --ek-fingerprint'.")
+    fingerprint.add_argument("--tcti", default=DEFAULT_TCTI,
+                             help=f"how to reach the TPM (default {DEFAULT_TCTI})")
+    fingerprint.set_defaults(func=ek_fingerprint_command)
 
 
 def enroll_command(args: argparse.Namespace) -> int:
@@ -63,6 +71,20 @@ def enroll_command(args: argparse.Namespace) -> int:
         raise CommandError(f"TPM: {exc}") from None
     _write_certificate(args.ak_cert_out, certificate)
     print(f"host {args.host} enrolled; AK certificate written to {args.ak_cert_out}")
+    return 0
+
+
+def ek_fingerprint_command(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from trusted_launch.cmd.cli import CommandError
+    from trusted_launch.tpm import TPMDevice, TPMError
+    try:
+        with TPMDevice(args.tcti) as device:
+            certificate = device.ek_certificate()
+    except TPMError as exc:
+        raise CommandError(f"TPM: {exc}") from None
+    print(hashlib.sha256(certificate).hexdigest())
     return 0
 
 
