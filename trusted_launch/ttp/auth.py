@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from oslo_config import cfg
@@ -31,11 +33,15 @@ from trusted_launch.ttp import policies
 from trusted_launch.ttp.db.access import AccessStore, TokenRecord
 from trusted_launch.ttp.enrollment import HOST_NAME, check_host_name
 from trusted_launch.ttp.errors import BadRequest, Forbidden, Unauthorized
+from trusted_launch.ttp.lru import LRUCache
 
 TOKEN_HEADER = "X-Auth-Token"  # noqa: S105 - a header name
 ROLES = ("admin", "reader", "host")
 KEYSTONE_ROLES = frozenset({"admin", "reader"})
 MAX_TOKEN = 512
+#: Seconds a worker trusts a token it looked up (a revocation takes effect within this).
+TOKEN_CACHE_SECONDS = 10.0
+CACHED_TOKENS = 1024
 
 
 def token_hash(token: str) -> str:
@@ -67,8 +73,10 @@ class Authenticator:
     """Turns a request's credentials into a :class:`Principal`."""
 
     def __init__(self, access: AccessStore, *, admin_token_hash: str | None = None,
-                 keystone: bool = False, mtls_host_identity: bool = False) -> None:
-        self.access = access
+                 keystone: bool = False, mtls_host_identity: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.access, self.clock = access, clock
+        self._known = LRUCache(CACHED_TOKENS)  # token hash -> (TokenRecord, looked up at)
         self.admin_token_hash = (admin_token_hash or "").lower() or None
         self.keystone, self.mtls_host_identity = keystone, mtls_host_identity
 
@@ -92,11 +100,23 @@ class Authenticator:
         digest = token_hash(token)
         if self.admin_token_hash and hmac.compare_digest(digest, self.admin_token_hash):
             return Principal(frozenset({"admin"}), label="admin_token_hash")
-        record = self.access.token(digest)
+        record = self._lookup(digest)
         if record is None:
             raise Unauthorized("invalid_token", f"the {TOKEN_HEADER} is not a token of this "
                                                 "TTP, or it was revoked")
         return Principal(frozenset({record.role}), record.host, f"token:{record.id}")
+
+
+    def _lookup(self, digest: str) -> TokenRecord | None:
+        """The token record, from this worker's cache if looked up in the last few seconds."""
+        cached = self._known.get(digest)
+        now = self.clock()
+        if cached is not None and now - cached[1] < TOKEN_CACHE_SECONDS:  # type: ignore[index]
+            return cached[0]  # type: ignore[index]
+        record = self.access.token(digest)
+        if record is not None:
+            self._known.put(digest, (record, now))
+        return record
 
 
 class Authorizer:

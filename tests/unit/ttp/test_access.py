@@ -10,7 +10,14 @@ from oslo_config import cfg
 from oslo_policy import opts as policy_opts
 
 from trusted_launch.ttp import policies
-from trusted_launch.ttp.auth import Authenticator, Authorizer, Principal, new_token, token_hash
+from trusted_launch.ttp.auth import (
+    TOKEN_CACHE_SECONDS,
+    Authenticator,
+    Authorizer,
+    Principal,
+    new_token,
+    token_hash,
+)
 from trusted_launch.ttp.db.access import AccessStore
 from trusted_launch.ttp.db.api import TTPDatabase
 from trusted_launch.ttp.db.migration import db_sync
@@ -50,10 +57,13 @@ def test_client_certificate_names_a_host_only_when_configured(store) -> None:
 def test_tokens_are_stored_as_hashes_and_revocable(store) -> None:
     record, token = new_token(store, "host", "cmp-1", "rack 4")
     assert store.token(token_hash(token)).host == "cmp-1"
-    authenticator = Authenticator(store)
+    now = [0.0]
+    authenticator = Authenticator(store, clock=lambda: now[0])
     principal = authenticator.authenticate({"HTTP_X_AUTH_TOKEN": token})
     assert principal == Principal(frozenset({"host"}), "cmp-1", f"token:{record.id}")
     assert store.revoke_token(record.id)
+    assert authenticator.authenticate({"HTTP_X_AUTH_TOKEN": token}) == principal  # cached
+    now[0] = TOKEN_CACHE_SECONDS
     with pytest.raises(Unauthorized) as refused:
         authenticator.authenticate({"HTTP_X_AUTH_TOKEN": token})
     assert refused.value.check == "invalid_token" and token not in str(refused.value)
