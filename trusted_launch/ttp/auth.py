@@ -42,6 +42,9 @@ MAX_TOKEN = 512
 #: Seconds a worker trusts a token it looked up (a revocation takes effect within this).
 TOKEN_CACHE_SECONDS = 10.0
 CACHED_TOKENS = 1024
+#: Seconds a worker keeps a policy decision (an edit of the policy file applies within this).
+POLICY_CACHE_SECONDS = 10.0
+CACHED_DECISIONS = 4096
 
 
 def token_hash(token: str) -> str:
@@ -120,20 +123,40 @@ class Authenticator:
 
 
 class Authorizer:
-    """Enforces the oslo.policy rules of :mod:`trusted_launch.ttp.policies`."""
+    """Enforces the oslo.policy rules of :mod:`trusted_launch.ttp.policies`.
 
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
+    oslo.policy looks for the policy file and inspects every check on each
+    call (milliseconds); a decision depends only on the rule, the caller's
+    roles and host and the target, so each worker keeps decisions for
+    POLICY_CACHE_SECONDS: an edit of the policy file takes effect within that.
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.enforcer = policy.Enforcer(conf)
         self.enforcer.register_defaults(policies.list_rules())
+        self.clock = clock
+        self._decisions = LRUCache(CACHED_DECISIONS)
+
+    def allowed(self, rule: str, target: dict, principal: Principal) -> bool:
+        """The policy's decision (cached for a few seconds); policy_missing if no such rule."""
+        key = (rule, tuple(sorted(principal.roles)), principal.host,
+               tuple(sorted(target.items())))
+        now = self.clock()
+        cached = self._decisions.get(key)
+        if cached is not None and now - cached[1] < POLICY_CACHE_SECONDS:  # type: ignore[index]
+            return cached[0]  # type: ignore[index]
+        try:
+            decision = bool(self.enforcer.authorize(rule, target, principal.credentials(),
+                                                    do_raise=False))
+        except policy.PolicyNotRegistered:
+            raise Forbidden("policy_missing", f"no policy rule {rule!r}: refused") from None
+        self._decisions.put(key, (decision, now))
+        return decision
 
     def check(self, rule: str, target: dict, principal: Principal) -> None:
         """Return if ``principal`` may do ``rule`` on ``target``; else 401 or 403."""
-        try:
-            allowed = self.enforcer.authorize(rule, target, principal.credentials(),
-                                              do_raise=False)
-        except policy.PolicyNotRegistered:
-            raise Forbidden("policy_missing", f"no policy rule {rule!r}: refused") from None
-        if allowed:
+        if self.allowed(rule, target, principal):
             return
         if principal.anonymous:
             raise Unauthorized("authentication_required",
