@@ -266,7 +266,11 @@ class Enrollment:
         from tpm2_pytss.types import TPM2B_NAME
         from tpm2_pytss.utils import make_credential
         secret = secrets.token_bytes(32)
-        blob, encrypted = make_credential(ek_object, secret, TPM2B_NAME(ak.name))
+        try:
+            blob, encrypted = make_credential(ek_object, secret, TPM2B_NAME(ak.name))
+        except (ValueError, TypeError) as exc:  # e.g. symmetric parameters no TPM would have
+            raise BadRequest("ek_public", f"cannot make a credential for this EK: {exc}"
+                             ) from None
         now = int(time.time())
         outcome = self.access.open_challenge(NewChallenge(
             host=host, ak_name=ak.name.hex(), ek_cert_fingerprint=fingerprint,
