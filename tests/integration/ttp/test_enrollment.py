@@ -295,3 +295,13 @@ def test_malformed_enrollment_names_the_field(ttp_server: TTPServer, hosts, fiel
     (host,) = hosts(1)
     body = {**host.enrollment(_host_name()), field: value}
     assert _refusal(ttp_server.request("POST", "/v1/hosts", json=body), 400) == field
+
+
+def test_host_ek_fingerprint_command_prints_what_the_operator_registers(
+        swtpm_factory, capsys) -> None:
+    from trusted_launch.cmd import cli
+    (tpm,) = swtpm_factory(1)
+    assert cli.main(["host", "ek-fingerprint", "--tcti", tpm.tcti]) == 0
+    printed = capsys.readouterr().out.strip()
+    with TPMDevice(tpm.tcti) as device:
+        assert printed == hashlib.sha256(device.ek_certificate()).hexdigest()
