@@ -199,3 +199,25 @@ def test_token_commands_print_the_token_once_and_store_its_hash(config: pathlib.
     assert _manage(config, "token", "revoke", token_id).returncode == 0
     assert _manage(config, "token", "revoke", token_id).returncode == 1
     assert _manage(config, "token", "list").stdout == ""
+
+
+def test_keystone_pipeline_strips_identity_headers_a_client_forges(
+        config: pathlib.Path) -> None:
+    """keystonemiddleware in front (no Keystone needed for requests without a token)."""
+    from keystonemiddleware.auth_token import AuthProtocol
+
+    from trusted_launch.ttp.wsgi import make_pipeline
+    assert _manage(config, "db", "sync").returncode == 0
+    with config.open("a") as stream:
+        stream.write("[api]\nauth_strategy = keystone\n[keystone_authtoken]\n"
+                     "www_authenticate_uri = https://keystone.invalid/identity\n"
+                     "auth_url = https://keystone.invalid/identity\n")
+    pipeline = make_pipeline(load_config([str(config)]))
+    assert isinstance(pipeline, AuthProtocol)
+    keys = webob.Request.blank("/v1/keys").get_response(pipeline)
+    assert keys.status_int == 200
+    forged = webob.Request.blank("/v1/hosts", headers={
+        "X-Identity-Status": "Confirmed", "X-Roles": "admin", "X-User-Id": "mallory"})
+    answer = forged.get_response(pipeline)
+    assert answer.status_int == 401, answer.body
+    assert json.loads(answer.body)["error"]["check"] == "authentication_required"
