@@ -35,7 +35,6 @@ from trusted_launch.ttp.errors import (
     BadRequest,
     Conflict,
     EnrollmentRefused,
-    NotFound,
     TooManyRequests,
     unknown_field_check,
 )
@@ -301,9 +300,7 @@ class Enrollment:
                                   f"retry in {wait} s", headers={"Retry-After": str(wait)})
         outcome, ak_public = self.access.answer_challenge(
             host, hashlib.sha256(secret).hexdigest(), int(time.time()))
-        if outcome is Outcome.NOT_REGISTERED:
-            raise NotFound("host", f"host {host!r} is not registered")
-        if outcome is not Outcome.DONE or ak_public is None:
+        if outcome is not Outcome.DONE or ak_public is None:  # unregistered alike: no probe
             self.wrong_answers.failed((client, host))
             LOG.warning("activation of %s refused (%s) from %s", host, outcome.value, client)
             raise EnrollmentRefused("activation_failed",

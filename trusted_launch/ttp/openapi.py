@@ -284,8 +284,8 @@ _PATHS: dict = {
         "parameters": _HOST_PARAM,
         "requestBody": {"required": True, **_json(_ref("Activation"))},
         "responses": {"200": {"description": "AK certificate", **_json(_ref("AKCertificate"))},
-                      "403": _error("Activation failed (changes nothing)"),
-                      "404": _error("Not registered"),
+                      "403": _error("Activation failed: wrong or late answer, or no such "
+                                    "host (changes nothing)"),
                       "429": _error("Too many wrong answers from this client"),
                       **_COMMON_ERRORS, **_BODY_ERRORS}}},
     "/v1/hosts/{host}/challenges": {"post": {
