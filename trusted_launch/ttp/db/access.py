@@ -14,7 +14,7 @@ import enum
 import hmac
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from trusted_launch.ttp.db.api import TTPDatabase
@@ -27,6 +27,9 @@ from trusted_launch.ttp.db.models import (
     HostStatusRow,
     utcnow,
 )
+
+_TOKEN = select(ApiToken.id, ApiToken.role, ApiToken.host, ApiToken.description).where(
+    ApiToken.token_hash == bindparam("token_hash"))
 
 
 class Outcome(enum.Enum):
@@ -262,11 +265,10 @@ class AccessStore:
                                  host=record.host, description=record.description))
 
     def token(self, token_hash: str) -> TokenRecord | None:
-        """The token whose SHA-256 is ``token_hash``, or None."""
-        with self.db._transaction() as session:
-            row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
-            return None if row is None else TokenRecord(row.id, row.role, row.host,
-                                                        row.description, row.created_at)
+        """The token whose SHA-256 is ``token_hash``, or None (one autocommit SELECT)."""
+        row = self.db._read_one(self.db._prepare("api_token", lambda: _TOKEN), {
+            "token_hash": token_hash})
+        return None if row is None else TokenRecord(*row)
 
     def tokens(self) -> list[TokenRecord]:
         """Every token (without hashes), oldest first."""
