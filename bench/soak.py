@@ -195,6 +195,7 @@ class Soak:
         self.ttp, self.hosts, self.tally = ttp, hosts, tally
         self.nonce_dir = nonce_dir
         self.stop = threading.Event()
+        self._reader: str | None = None
 
     # one unit of work each ------------------------------------------------------------
     def launch_once(self, name: str, client: TTPClient) -> None:
@@ -234,7 +235,8 @@ class Soak:
         self._get(session, "/v1/hosts?status=1", verify)
 
     def _get(self, session: requests.Session, path: str, verify: str) -> requests.Response:
-        answer = session.get(self.ttp.url + path, verify=verify, timeout=30)
+        answer = session.get(self.ttp.url + path, verify=verify, timeout=30,
+                             headers={"X-Auth-Token": self._reader_token()})
         self.tally.add("requests")
         if answer.status_code != 200:
             raise AssertionError(f"GET {path}: HTTP {answer.status_code} {answer.text[:120]}")
@@ -273,11 +275,20 @@ class Soak:
             self.tally.error(where, exc)
             self.stop.wait(ERROR_PAUSE_S)
 
+    def _reader_token(self) -> str:
+        """A reader token for the monitoring reads (made once)."""
+        if self._reader is None:
+            self._reader = self.ttp.create_token("reader")
+        return self._reader
+
     @contextlib.contextmanager
-    def _ttp_client(self) -> Iterator[TTPClient]:
+    def _ttp_client(self, host: str | None = None) -> Iterator[TTPClient]:
+        """A TTP client; with ``host``, carrying that host's token (continuous attestation)."""
         session = ks_session.Session(verify=str(self.ttp.ca_file), timeout=30)
+        token = self.ttp.create_token("host", host) if host else None
         try:
-            yield TTPClient(self.ttp.url, timeout=30, connect_retries=0, session=session)
+            yield TTPClient(self.ttp.url, timeout=30, connect_retries=0, session=session,
+                            auth_token=token)
         finally:
             session.session.close()
 
@@ -286,7 +297,7 @@ class Soak:
         with contextlib.ExitStack() as stack:
             monitors = {}
             for name, soak_host in self.hosts.items():
-                client = stack.enter_context(self._ttp_client())
+                client = stack.enter_context(self._ttp_client(name))
                 host = soak_host.host
                 monitors[name] = HostMonitor(
                     device=host.device, ttp=client, host_name=name,

@@ -88,6 +88,16 @@ function configure_trusted_launch_nova {
 }
 
 function enroll_trusted_launch_host {
+    # The operator's consent: register this host with its TPM's EK, then give
+    # nova-compute a host token for periodic attestation.
+    local ek
+    ek=$(trusted-launch host ek-fingerprint --tcti "$(_trusted_launch_tcti)")
+    trusted-launch-ttp-manage --config-file "$TL_TTP_CONF" host add "$(hostname)" \
+        --ek-fingerprint "$ek" || true
+    (umask 077; trusted-launch-ttp-manage --config-file "$TL_TTP_CONF" token create \
+        --role host --host "$(hostname)" > "$TRUSTED_LAUNCH_CONF_DIR/ttp-host-token")
+    iniset "$NOVA_CPU_CONF" trusted_launch ttp_auth_token_file \
+        "$TRUSTED_LAUNCH_CONF_DIR/ttp-host-token"
     trusted-launch host enroll --ttp "$TL_TTP_URL" --host "$(hostname)" \
         --tcti "$(_trusted_launch_tcti)" --ttp-ca-file "$TRUSTED_LAUNCH_CONF_DIR/ttp-cert.pem" \
         --ak-cert-out "$TRUSTED_LAUNCH_CONF_DIR/ak-cert.pem"

@@ -99,16 +99,22 @@ def test_host_leaving_measured_state_is_dropped_by_the_filter(
 
         # The pull fallback sees the same status, for a scheduler that missed the bus.
         pulled = HostTrustStatus(spf._configured_rank)
-        feed = StatusFeed(pulled, pull=ttp_status_pull(env.ttp.url,
-                                                       ca_file=str(env.ttp.ca_file)))
+        feed = StatusFeed(pulled, pull=ttp_status_pull(
+            env.ttp.url, ca_file=str(env.ttp.ca_file),
+            auth_token=env.ttp.create_token("reader")))
         assert feed.pull_once() >= 1
         assert pulled.get(env.name).profile is None
 
         # The routes answer the API's error shapes over HTTPS too.
-        assert env.ttp.request("GET", "/v1/hosts").status_code == 400
-        refused = env.ttp.request("POST", "/v1/hosts/nobody/challenges", json={})
+        assert env.ttp.request("GET", "/v1/hosts?status=1").status_code == 401
+        assert env.ttp.admin("GET", "/v1/hosts?status=yes").status_code == 400
+        nobody = {"X-Auth-Token": env.ttp.create_token("host", "nobody")}
+        refused = env.ttp.request("POST", "/v1/hosts/nobody/challenges", json={},
+                                  headers=nobody)
         assert refused.status_code == 403
         assert refused.json()["error"]["check"] == "host_unknown"
-        stale = env.ttp.request("POST", f"/v1/hosts/{env.name}/attestations", json={
-            "nonce": "A" * 43 + "=", "quote": "AA==", "signature": "AA==", "event_log": "AA=="})
+        host = {"X-Auth-Token": env.ttp.create_token("host", env.name)}
+        stale = env.ttp.request("POST", f"/v1/hosts/{env.name}/attestations", headers=host,
+                                json={"nonce": "A" * 43 + "=", "quote": "AA==",
+                                      "signature": "AA==", "event_log": "AA=="})
         assert (stale.status_code, stale.json()["error"]["check"]) == (403, "nonce_unknown")

@@ -25,6 +25,7 @@ from trusted_launch.client.launch_token import create_launch_token
 from trusted_launch.cmd import cli
 from trusted_launch.crypto.digest import ImageDigest
 from trusted_launch.crypto.nonce import read_nonce_file
+from trusted_launch.tpm import TPMDevice
 
 #: A real log without Secure Boot: a host booted from it cannot meet "high".
 NO_SECURE_BOOT_LOG = EVENTLOG_DIR / "ubuntu_2104_shielded_vm_no_secure_boot_eventlog"
@@ -92,6 +93,8 @@ class TrustedEnvironment:
         event_log_file = self.directory / f"{name}.binary_bios_measurements"
         event_log_file.write_bytes(tpm.event_log)
         ak_cert_file = self.directory / f"{name}-ak.pem"
+        with TPMDevice(tpm.tcti) as device:  # the operator registers the host's TPM
+            self.ttp.register_host(name, device.ek_certificate())
         status = cli.main(["host", "enroll", "--ttp", self.ttp_url, "--host", name,
                            "--ak-cert-out", str(ak_cert_file), "--tcti", tpm.tcti,
                            "--ttp-ca-file", str(self.ca.cert_file)])

@@ -403,10 +403,105 @@ def test_identity_takeover_by_re_enrolling_a_host_name(rogue, hosts, ttp, tenant
 
     victim = hosts["trusted"]
     refused = _refusal(lambda: enroll_host(rogue.device, ttp_client(ttp), victim.name))
-    assert refused.check == "host_identity_conflict"
+    assert refused.check == "host_ek_mismatch"
     token, nonce = tenant("high")  # the victim is untouched
     assert victim.runner.release(ttp_client(ttp), token=token,
                                  launch_id=_launch()).nonce == nonce
+
+
+def test_identity_takeover_of_an_unregistered_host_name(rogue, ttp):
+    """A genuine TPM (EK from an accepted vendor CA) cannot claim a name nobody registered."""
+    from trusted_launch.compute.enrollment import enroll_host
+
+    name = f"compute-new-{secrets.token_hex(3)}"
+    refused = _refusal(lambda: enroll_host(rogue.device, ttp_client(ttp), name))
+    assert refused.check == "host_not_registered"
+    assert ttp.admin("GET", f"/v1/hosts/{name}").status_code == 404  # nothing stored
+
+
+def _registered(ttp, host: Host) -> str:
+    """A fresh host name the operator registered with ``host``'s EK."""
+    name = f"joining-{secrets.token_hex(3)}"
+    ttp.register_host(name, host.device.ek_certificate())
+    return name
+
+
+def _enrollment_body(host: Host, name: str, ak_public: bytes | None = None) -> dict:
+    device = host.device
+    return {"host": name, "ek_certificate": _b64(device.ek_certificate()),
+            "ek_public": _b64(device.ek_public()),
+            "ak_public": _b64(ak_public or device.ensure_attestation_key().public)}
+
+
+def _activate(ttp, host: Host, name: str, challenge: dict) -> dict:
+    secret = host.device.activate_credential(base64.b64decode(challenge["credential_blob"]),
+                                             base64.b64decode(challenge["encrypted_secret"]))
+    return ttp_client(ttp).activate(name, {"secret": _b64(secret)})
+
+
+def test_wrong_activation_secret_does_not_disrupt_an_enrollment(rogue, ttp):
+    joining = rogue  # a genuine host, registered, between challenge and answer
+    name = _registered(ttp, joining)
+    challenge = ttp_client(ttp).enroll(_enrollment_body(joining, name))
+    for _ in range(3):  # an outsider answers with guesses
+        refused = _refusal(lambda: ttp_client(ttp).activate(
+            name, {"secret": _b64(secrets.token_bytes(32))}))
+        assert refused.check == "activation_failed"
+    assert "BEGIN CERTIFICATE" in _activate(ttp, joining, name, challenge)["ak_certificate"]
+    state = ttp.admin("GET", f"/v1/hosts/{name}").json()
+    assert (state["state"], state["failed_activations"]) == ("active", 3)
+
+
+def test_pending_challenge_is_not_replaced_with_another_ak(rogue, hosts, ttp):
+    """The host's public EK certificate and EK public, reused with the attacker's AK."""
+    joining, attacker = rogue, hosts["untrusted"]
+    name = _registered(ttp, joining)
+    challenge = ttp_client(ttp).enroll(_enrollment_body(joining, name))
+    foreign_ak = attacker.device.ensure_attestation_key().public
+    ttp_client(ttp).enroll(_enrollment_body(joining, name, ak_public=foreign_ak))  # its own
+    replay = _refusal(lambda: ttp_client(ttp).enroll(_enrollment_body(joining, name)))
+    assert replay.check == "enrollment_challenge_pending"
+    _activate(ttp, joining, name, challenge)
+    enrolled = ttp.admin("GET", f"/v1/hosts/{name}").json()
+    assert enrolled["ak_name"] == joining.device.ensure_attestation_key().name.hex()
+
+
+@pytest.mark.parametrize("path", ["/v1/hosts/{trusted}", "/v1/hosts", "/v1/hosts?status=1",
+                                  "/v1/attestations/{attestation}", "/v1/profiles/high"])
+def test_anonymous_reads_of_hosts_fleet_status_and_audit_records(hosts, ttp, tenant, path):
+    attestation = ""
+    if "{attestation}" in path:
+        token, _ = tenant("low")
+        runner = hosts["trusted"].runner
+        pending = runner.attest(ttp_client(ttp), token=token, launch_id=_launch())
+        runner.open(pending)
+        attestation = pending.attestation_id
+    url = path.format(trusted=hosts["trusted"].name, attestation=attestation)
+    anonymous = ttp.request("GET", url)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["check"] == "authentication_required"
+    assert hosts["trusted"].name not in anonymous.text
+    forged = ttp.request("GET", url, headers={"X-Auth-Token": secrets.token_urlsafe(32)})
+    assert (forged.status_code, forged.json()["error"]["check"]) == (401, "invalid_token")
+    reader = ttp.request("GET", url, headers={"X-Auth-Token": ttp.create_token("reader")})
+    assert reader.status_code == 200, reader.text
+
+
+def test_a_host_cannot_read_or_attest_for_another_host(hosts, ttp, tenant):
+    trusted, untrusted = hosts["trusted"], hosts["untrusted"]
+    as_untrusted = {"X-Auth-Token": ttp.create_token("host", untrusted.name)}
+    for method, path in (("GET", f"/v1/hosts/{trusted.name}"),
+                         ("POST", f"/v1/hosts/{trusted.name}/challenges"),
+                         ("POST", f"/v1/hosts/{trusted.name}/attestations")):
+        answer = ttp.request(method, path, headers=as_untrusted, json={})
+        assert (answer.status_code, answer.json()["error"]["check"]) == (403, "not_authorized")
+    assert ttp.request("GET", f"/v1/hosts/{untrusted.name}", headers=as_untrusted
+                       ).status_code == 200
+    token, _ = tenant("low")  # trusted's own evidence, sent with untrusted's credentials
+    client = ttp_client(ttp, auth_token=as_untrusted["X-Auth-Token"])
+    refused = _refusal(lambda: trusted.runner.release(client, token=token,
+                                                      launch_id=_launch()))
+    assert refused.check == "host_mismatch"
 
 
 # -- the scheduler --------------------------------------------------------------------

@@ -188,12 +188,14 @@ def test_activation_bodies_and_host_paths(ttp, session, hosts):
         path = "/v1/hosts/" + urllib.parse.quote(name, safe="")
         check_answer(session.post(ttp.url + path + "/activation", json=body, timeout=30),
                      "POST /v1/hosts/{host}/activation")
-        check_answer(session.get(ttp.url + path, timeout=30), "GET /v1/hosts/{host}")
+        check_answer(session.get(ttp.url + path, headers=admin, timeout=30),
+                     "GET /v1/hosts/{host}")
 
+    admin = {"X-Auth-Token": ttp.admin_token}
     run()
     # the enrolled host is still active after every wrong answer
-    assert session.get(f"{ttp.url}/v1/hosts/{hosts['trusted'].name}").json()["state"] == \
-        "active"
+    assert session.get(f"{ttp.url}/v1/hosts/{hosts['trusted'].name}", headers=admin
+                       ).json()["state"] == "active"
 
 
 def _profile_documents() -> st.SearchStrategy[object]:

@@ -29,9 +29,21 @@ def register(subparsers) -> None:
     enroll.add_argument("--tcti", default=DEFAULT_TCTI,
                         help=f"how to reach the TPM (default {DEFAULT_TCTI})")
     enroll.add_argument("--ttp-ca-file", help="CA bundle for the TTP's HTTPS certificate")
+    enroll.add_argument("--ttp-token-file",
+                        help="this host's TTP API token (role host), if the TTP's policy "
+                             "requires one for enrollment (by default the operator's "
+                             "registration of the host is what allows it)")
     enroll.add_argument("--timeout", type=float, default=30.0,
                         help="seconds to wait for each TTP answer")
     enroll.set_defaults(func=enroll_command)
+    fingerprint = actions.add_parser(
+        "ek-fingerprint", help="print the SHA-256 of this TPM's EK certificate",
+        description="Print the SHA-256 (hex) of this TPM's EK certificate (DER): what the "
+                    "TTP operator registers with 'trusted-launch-ttp-manage host add "
+                    "NAME --ek-fingerprint'.")
+    fingerprint.add_argument("--tcti", default=DEFAULT_TCTI,
+                             help=f"how to reach the TPM (default {DEFAULT_TCTI})")
+    fingerprint.set_defaults(func=ek_fingerprint_command)
 
 
 def enroll_command(args: argparse.Namespace) -> int:
@@ -46,7 +58,13 @@ def enroll_command(args: argparse.Namespace) -> int:
     if args.ttp_ca_file and not os.path.isfile(args.ttp_ca_file):
         raise CommandError(f"--ttp-ca-file {args.ttp_ca_file}: no such file (give the CA "
                            "certificate that signed the TTP's HTTPS certificate)")
-    ttp = TTPClient(args.ttp, ca_file=args.ttp_ca_file, timeout=args.timeout)
+    from trusted_launch.crypto.api_token import TokenFileError, read_api_token
+    try:
+        token = read_api_token(args.ttp_token_file) if args.ttp_token_file else None
+    except TokenFileError as exc:
+        raise CommandError(str(exc)) from None
+    ttp = TTPClient(args.ttp, ca_file=args.ttp_ca_file, timeout=args.timeout,
+                    auth_token=token)
     try:
         with TPMDevice(args.tcti) as device:
             certificate = enroll_host(device, ttp, args.host)
@@ -57,6 +75,20 @@ def enroll_command(args: argparse.Namespace) -> int:
                            "usable by this user)") from None
     _write_certificate(args.ak_cert_out, certificate)
     print(f"host {args.host} enrolled; AK certificate written to {args.ak_cert_out}")
+    return 0
+
+
+def ek_fingerprint_command(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from trusted_launch.cmd.cli import CommandError
+    from trusted_launch.tpm import TPMDevice, TPMError
+    try:
+        with TPMDevice(args.tcti) as device:
+            certificate = device.ek_certificate()
+    except TPMError as exc:
+        raise CommandError(f"TPM: {exc}") from None
+    print(hashlib.sha256(certificate).hexdigest())
     return 0
 
 

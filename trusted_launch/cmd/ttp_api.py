@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                            argv=sys.argv[1:] if argv is None else argv)
         check_server_files(conf)
         logging.setup(conf, "trusted-launch-ttp")
-        server.run(conf, lambda: wsgi.make_app(conf))
+        server.run(conf, lambda: wsgi.make_pipeline(conf))
     except OSError as exc:
         print(f"trusted-launch-ttp: error: {_os_problem(exc, conf)}", file=sys.stderr)
         return 1

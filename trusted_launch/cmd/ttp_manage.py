@@ -123,6 +123,151 @@ def profile_draft(conf: cfg.ConfigOpts | None, args: argparse.Namespace) -> int:
     return 0
 
 
+def _access(conf: cfg.ConfigOpts):
+    from trusted_launch.ttp.db.access import AccessStore
+    from trusted_launch.ttp.db.api import TTPDatabase
+    return AccessStore(TTPDatabase(conf.database.connection))
+
+
+def _registry(conf: cfg.ConfigOpts):
+    from trusted_launch.ttp.registry import HostRegistry
+    return HostRegistry(_access(conf))
+
+
+def _ek_fingerprint(args: argparse.Namespace) -> str | None:
+    """--ek-fingerprint as given, or the SHA-256 of the --ek-certificate file (PEM or DER)."""
+    if args.ek_certificate is None:
+        return args.ek_fingerprint
+    from cryptography import x509
+
+    from trusted_launch.ttp.enrollment import ek_fingerprint
+    data = pathlib.Path(args.ek_certificate).read_bytes()
+    try:
+        cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data \
+            else x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise ManageError(f"--ek-certificate {args.ek_certificate}: not a PEM or DER X.509 "
+                          "certificate") from exc
+    return ek_fingerprint(cert)
+
+
+def _api_call(call: Callable[[], object]) -> object:
+    from trusted_launch.ttp.errors import APIError
+    try:
+        return call()
+    except APIError as exc:
+        raise ManageError(f"{exc.reason} ({exc.check})") from exc
+
+
+def host_add(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    """Register a host: it may enroll with that EK (or with the first, once approved)."""
+    registration = _api_call(lambda: _registry(conf).add(args.name, _ek_fingerprint(args)))
+    print(f"registered host {args.name}: {registration.state}")  # type: ignore[attr-defined]
+    return 0
+
+
+def host_approve(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    """Approve a host's EK, a replacement TPM's EK, or its enrollment of a new AK."""
+    registration, revoked = _api_call(  # type: ignore[misc]
+        lambda: _registry(conf).approve(args.name, _ek_fingerprint(args)))
+    print(f"approved host {args.name}: EK {registration.ek_cert_fingerprint}; "
+          "it may enroll a new AK")
+    if revoked:
+        print(f"the AK enrolled with host {args.name}'s previous TPM is revoked")
+    return 0
+
+
+def host_remove(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    """Remove a host: registration, enrolled AK, status and its host tokens."""
+    _api_call(lambda: _registry(conf).remove(args.name))
+    print(f"removed host {args.name}")
+    return 0
+
+
+def host_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    """One line per registered host: name, state, EK, pending EK, failed activations."""
+    for entry in _registry(conf).list():
+        print(f"{entry.name}  {entry.state}  ek={entry.ek_cert_fingerprint or '-'}  "
+              f"pending_ek={entry.pending_ek_fingerprint or '-'}  "
+              f"approved={'yes' if entry.enrollment_approved else 'no'}  "
+              f"failed_activations={entry.failed_activations}")
+    return 0
+
+
+def token_create(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    """Create an API token; print it once (only its SHA-256 is stored)."""
+    from trusted_launch.ttp.auth import new_token
+    record, token = _api_call(  # type: ignore[misc]
+        lambda: new_token(_access(conf), args.role, args.host, args.description))
+    print(f"token {record.id} (role {record.role}"
+          f"{', host ' + record.host if record.host else ''}); store it now, it is not "
+          "shown again:", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def token_list(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    """One line per API token: id, role, host, created, description (never the token)."""
+    for record in _access(conf).tokens():
+        created = record.created_at.isoformat() + "Z" if record.created_at else "-"
+        print(f"{record.id}  {record.role}  {record.host or '-'}  {created}  "
+              f"{record.description or ''}".rstrip())
+    return 0
+
+
+def token_revoke(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
+    """Delete an API token: requests carrying it are refused from now on."""
+    if not _access(conf).revoke_token(args.id):
+        raise ManageError(f"no API token with id {args.id!r} ('token list' shows them)")
+    print(f"revoked token {args.id}")
+    return 0
+
+
+def _add_host_parsers(groups) -> None:
+    host = groups.add_parser("host", help="compute host registrations (operator consent)",
+                             description="Hosts enroll only once registered here.")
+    actions = host.add_subparsers(dest="action", required=True)
+    for name, func, text in (
+            ("add", host_add, "register a host so that it may enroll"),
+            ("approve", host_approve, "approve a host's EK, a replacement TPM, or a new AK")):
+        parser = actions.add_parser(name, help=text, description=text + ".")
+        parser.add_argument("name", help="the host name it enrolls under")
+        ek = parser.add_mutually_exclusive_group()
+        ek.add_argument("--ek-fingerprint", metavar="SHA256",
+                        help="SHA-256 of the host's EK certificate (DER), 64 hex digits")
+        ek.add_argument("--ek-certificate", metavar="FILE",
+                        help="the host's EK certificate (PEM or DER) instead of its SHA-256")
+        parser.set_defaults(func=func)
+    remove = actions.add_parser("remove", help="remove a host (its AK stops attesting)",
+                                description="Remove a host: registration, enrolled AK, "
+                                            "status and host tokens.")
+    remove.add_argument("name")
+    remove.set_defaults(func=host_remove)
+    actions.add_parser("list", help="list registered hosts",
+                       description="List registered hosts and their enrollment state."
+                       ).set_defaults(func=host_list)
+
+
+def _add_token_parsers(groups) -> None:
+    token = groups.add_parser("token", help="API tokens of operators and hosts",
+                              description="Bearer tokens for X-Auth-Token; only their "
+                                          "SHA-256 is stored.")
+    actions = token.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a token and print it once",
+                                description="Create an API token and print it once.")
+    create.add_argument("--role", required=True, choices=("admin", "reader", "host"))
+    create.add_argument("--host", help="the host a host token acts for (role host only)")
+    create.add_argument("--description", help="a note shown by 'token list'")
+    create.set_defaults(func=token_create)
+    actions.add_parser("list", help="list tokens (never their text)",
+                       description="List API tokens (never their text)."
+                       ).set_defaults(func=token_list)
+    revoke = actions.add_parser("revoke", help="revoke a token by id",
+                                description="Revoke an API token by its id.")
+    revoke.add_argument("id")
+    revoke.set_defaults(func=token_revoke)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trusted-launch-ttp-manage",
                                      description="Administer the trusted-launch TTP.")
@@ -169,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"profile level, higher is stricter (default: {DRAFT_LEVEL}; the "
                             "examples use low 10, medium 20, high 30)")
     draft.set_defaults(func=profile_draft, no_conf=True)
+    _add_host_parsers(groups)
+    _add_token_parsers(groups)
     return describe_subcommands(parser)
 
 

@@ -128,6 +128,7 @@ from trusted_launch.compute.ttp_client import TTPClient, check_ttp_url
 from trusted_launch.conf import compute as compute_conf
 from trusted_launch.conf import scheduler as scheduler_conf
 from trusted_launch.conf import tpm as tpm_conf
+from trusted_launch.crypto.api_token import read_api_token
 from trusted_launch.tpm import BindKeyPool, TPMDevice, TPMError
 
 LOG = logging.getLogger(__name__)
@@ -683,8 +684,10 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         client = self._ttp_clients.get(url)
         if client is None:
             group = CONF.trusted_launch
+            token_file = group.ttp_auth_token_file
             client = TTPClient(url, ca_file=group.ttp_ca_file, timeout=group.ttp_timeout,
-                               connect_retries=group.ttp_connect_retries)
+                               connect_retries=group.ttp_connect_retries,
+                               auth_token=read_api_token(token_file) if token_file else None)
             self._ttp_clients[url] = client
         return client
 

@@ -40,9 +40,11 @@ class TTPClient:
     """Calls one TTP; every failure becomes a :class:`LaunchRefused` subclass."""
 
     def __init__(self, base_url: str, *, ca_file: str | None = None, timeout: float = 10.0,
-                 connect_retries: int = 2,
-                 session: ks_session.Session | None = None) -> None:
+                 connect_retries: int = 2, session: ks_session.Session | None = None,
+                 auth_token: str | None = None) -> None:
+        """``auth_token``: this host's TTP API token (role host), sent as X-Auth-Token."""
         self.base_url = base_url.rstrip("/")
+        self._headers = {"X-Auth-Token": auth_token} if auth_token else {}
         self._timeout = timeout
         self._retries = connect_retries
         self._session = session or ks_session.Session(
@@ -72,7 +74,8 @@ class TTPClient:
         url = self.base_url + path
         try:
             response = self._session.post(
-                url, json=dict(body), raise_exc=False, connect_retries=self._retries,
+                url, json=dict(body), headers=self._headers, raise_exc=False,
+                connect_retries=self._retries,
                 timeout=self._timeout, log=False)
         except ks_exc.SSLError as exc:
             raise TTPUnreachable(f"TLS verification of {self.base_url} failed: {exc}") from None

@@ -18,6 +18,13 @@ compute_opts = [
         "ttp_ca_file",
         help="PEM bundle of CA certificates that sign the TTP's HTTPS "
              "certificate. Unset: the system trust store."),
+    cfg.StrOpt(
+        "ttp_auth_token_file",
+        help="File holding this host's TTP API token (role host, made with "
+             "'trusted-launch-ttp-manage token create --role host --host NAME', NAME "
+             "being host_name). Sent as X-Auth-Token to the TTP; the TTP requires it for "
+             "periodic attestation. Unset: no token (launch attestation still works: "
+             "its evidence is signed by this host's AK)."),
     cfg.FloatOpt(
         "ttp_timeout", default=10.0, min=0.1,
         help="Seconds to wait for the TTP to answer one attestation request."),

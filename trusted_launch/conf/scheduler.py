@@ -56,6 +56,11 @@ scheduler_opts = [
     cfg.StrOpt(
         "host_status_ttp_ca_file",
         help="PEM CA bundle for the TTP's HTTPS certificate. Unset: the system store."),
+    cfg.StrOpt(
+        "host_status_ttp_token_file",
+        help="File holding a TTP API token of role reader (made with "
+             "'trusted-launch-ttp-manage token create --role reader'), sent as "
+             "X-Auth-Token with the pull: the TTP does not list host status anonymously."),
     cfg.IntOpt(
         "host_status_pull_interval", default=60, min=1,
         help="Seconds between two pulls of the host status listing from the TTP."),

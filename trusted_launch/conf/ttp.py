@@ -30,9 +30,20 @@ api_opts = [
     cfg.IntOpt("max_json_depth", default=16, min=2,
                help="Deepest JSON nesting accepted in a request body."),
     cfg.StrOpt("admin_token_hash",
-               help="SHA-256 hex digest of the admin API key; requests to the profile "
-                    "management endpoints carry the key in X-Auth-Token. Unset: "
-                    "profile management over the API is disabled."),
+               help="SHA-256 hex digest of a legacy admin API key, sent in X-Auth-Token "
+                    "(role admin). Prefer tokens from 'trusted-launch-ttp-manage token "
+                    "create', which can be listed and revoked. Unset: none."),
+    cfg.StrOpt("auth_strategy", default="local", choices=[
+        ("local", "API tokens of this TTP (trusted-launch-ttp-manage token create)"),
+        ("keystone", "Keystone tokens validated by keystonemiddleware ([keystone_authtoken]), "
+                     "and API tokens of this TTP")],
+               help="How operators authenticate. Authorization is oslo.policy in both cases "
+                    "([oslo_policy] policy_file; roles admin, reader, host)."),
+    cfg.BoolOpt("mtls_host_identity", default=False,
+                help="Treat the common name of a verified TLS client certificate "
+                     "(client_ca_file) as a compute host name: role host, for that host "
+                     "only. Only for a client CA that issues certificates to compute hosts "
+                     "and names each by its TTP host name."),
     cfg.StrOpt("port_file",
                help="If set, write the bound port number to this file once listening "
                     "(useful with bind_port = 0)."),

@@ -39,10 +39,16 @@ def ttp_client(ttp: TTPServer, url: str | None = None, **kwargs) -> TTPClient:
     return TTPClient(url or ttp.url, ca_file=str(ttp.ca_file), **kwargs)
 
 
+def register_and_enroll(device: TPMDevice, ttp: TTPServer, name: str) -> str:
+    """The operator registers ``name`` with this TPM's EK, then the host enrolls; its AK cert."""
+    ttp.register_host(name, device.ek_certificate())
+    return enroll_host(device, ttp_client(ttp), name)
+
+
 def start_host(name: str, state: pathlib.Path, ca: LocalCA, event_log: pathlib.Path,
                ttp: TTPServer | None, *, pool_size: int = 4,
                algorithm: str = "ecc") -> SandboxHost:
-    """Boot ``event_log`` into a fresh swtpm, enrol it at ``ttp`` (unless None), warm its pool."""
+    """Boot ``event_log`` into a fresh swtpm, register and enrol it at ``ttp`` (unless None)."""
     tpm = SwtpmProcess(state, ca)
     tpm.start()
     try:
@@ -52,7 +58,7 @@ def start_host(name: str, state: pathlib.Path, ca: LocalCA, event_log: pathlib.P
         tpm.stop()
         raise
     try:
-        certificate = enroll_host(device, ttp_client(ttp), name) if ttp is not None else ""
+        certificate = register_and_enroll(device, ttp, name) if ttp is not None else ""
         pool = BindKeyPool(device, algorithm=algorithm, pcr_selection=BIND_KEY_PCRS,
                            size=pool_size)
         pool.fill()

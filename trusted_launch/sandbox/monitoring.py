@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from trusted_launch.compute.enrollment import enroll_host
 from trusted_launch.compute.host_monitor import HostMonitor
 from trusted_launch.compute.ttp_client import TTPClient
+from trusted_launch.sandbox.hosts import register_and_enroll
 from trusted_launch.sandbox.pki import CertificateAuthority
 from trusted_launch.sandbox.swtpm import StateCache, SwtpmProcess
 from trusted_launch.sandbox.ttp_process import TTPServer, write_ttp_config
@@ -105,8 +105,9 @@ def monitored_host(directory: pathlib.Path, *, states: StateCache, event_log: pa
         tpm.boot(event_log)
         device = TPMDevice(tpm.tcti)
         stack.callback(device.close)
-        client = TTPClient(server.url, ca_file=str(server.ca_file), connect_retries=0)
-        enroll_host(device, client, name)
+        register_and_enroll(device, server, name)
+        client = TTPClient(server.url, ca_file=str(server.ca_file), connect_retries=0,
+                           auth_token=server.create_token("host", name))
         monitor = HostMonitor(device=device, ttp=client, host_name=name,
                               read_event_log=event_log.read_bytes,
                               pcr_selection=BIND_KEY_PCRS, interval=interval)

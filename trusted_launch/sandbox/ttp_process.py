@@ -71,6 +71,23 @@ class TTPServer:
                 answer += chunk
             return answer
 
+    def register_host(self, name: str, ek_certificate: bytes) -> None:
+        """Register ``name`` with the EK certificate (DER) as the operator would."""
+        fingerprint = hashlib.sha256(ek_certificate).hexdigest()
+        answer = self.admin("PUT", f"/v1/hosts/{name}",
+                            json={"ek_certificate_sha256": fingerprint})
+        if answer.status_code == 409 and answer.json()["error"]["check"] == "host_registered":
+            return
+        if answer.status_code != 201:
+            raise RuntimeError(f"registration of host {name} refused: {answer.text}")
+
+    def create_token(self, role: str, host: str | None = None) -> str:
+        """A new API token of ``role`` (a host token acts for ``host``)."""
+        answer = self.admin("POST", "/v1/tokens", json={"role": role, "host": host})
+        if answer.status_code != 201:
+            raise RuntimeError(f"token for role {role} refused: {answer.text}")
+        return answer.json()["token"]
+
     def put_profile(self, name: str, document: str) -> None:
         """Install a security-profile document (YAML or JSON) as the admin."""
         answer = self.admin("PUT", f"/v1/profiles/{name}", data=document.encode(),

@@ -225,12 +225,17 @@ class StatusFeed:
             transport.cleanup()
 
 
-def ttp_status_pull(url: str, *, ca_file: str | None = None,
-                    timeout: float = 10.0) -> Callable[[], object]:
-    """A callable that GETs ``{url}/v1/hosts?status=1`` over HTTPS (certificate verified)."""
+def ttp_status_pull(url: str, *, ca_file: str | None = None, timeout: float = 10.0,
+                    auth_token: str | None = None) -> Callable[[], object]:
+    """A callable that GETs ``{url}/v1/hosts?status=1`` over HTTPS (certificate verified).
+
+    ``auth_token``: a TTP API token of role reader, sent as X-Auth-Token.
+    """
     import requests
 
     session = requests.Session()
+    if auth_token:
+        session.headers["X-Auth-Token"] = auth_token
     endpoint = url.rstrip("/") + "/v1/hosts"
 
     def pull() -> object:

@@ -14,6 +14,7 @@ from nova.scheduler import filters
 from oslo_log import log as logging
 
 from trusted_launch.conf import scheduler as scheduler_conf
+from trusted_launch.crypto.api_token import read_api_token
 from trusted_launch.scheduler import requirement
 from trusted_launch.scheduler.host_status import (
     HostTrust,
@@ -55,7 +56,9 @@ def _make_feed() -> StatusFeed:
     group = CONF.trusted_launch
     pull = None
     if group.host_status_ttp_url:
-        pull = ttp_status_pull(group.host_status_ttp_url, ca_file=group.host_status_ttp_ca_file)
+        token_file = group.host_status_ttp_token_file
+        pull = ttp_status_pull(group.host_status_ttp_url, ca_file=group.host_status_ttp_ca_file,
+                               auth_token=read_api_token(token_file) if token_file else None)
     return StatusFeed(HostTrustStatus(_configured_rank),
                       transport_url=group.host_status_transport_url,
                       topics=group.host_status_topics,

@@ -2,13 +2,14 @@
 
 JSON in and out; every error is ``{"error": {"code", "check", "reason"}}``
 with a 4xx status (503 when the database is unavailable). Bodies over the
-configured limit are refused with 413 before they are read.
+configured limit are refused with 413 before they are read. Every route
+names its policy rule (:mod:`trusted_launch.ttp.policies`); the caller is
+authenticated and authorized before the handler runs, so a route without a
+rule cannot be reached.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
 from collections.abc import Callable
@@ -17,16 +18,18 @@ from dataclasses import dataclass
 import webob
 from oslo_log import log as logging
 
+from trusted_launch.ttp.auth import Authenticator, Authorizer, Principal, new_token
+from trusted_launch.ttp.db.access import AccessStore
 from trusted_launch.ttp.db.api import DatabaseError, TTPDatabase
-from trusted_launch.ttp.enrollment import Enrollment, check_host_name
+from trusted_launch.ttp.enrollment import Enrollment
 from trusted_launch.ttp.errors import (
     APIError,
     BadRequest,
+    Forbidden,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
-    Unauthorized,
     UnsupportedMediaType,
 )
 from trusted_launch.ttp.host_status import HostStatusService
@@ -34,11 +37,15 @@ from trusted_launch.ttp.keystore import KeyStoreError, TokenKeyStore
 from trusted_launch.ttp.openapi import openapi_document
 from trusted_launch.ttp.profiles import ProfileStore
 from trusted_launch.ttp.receipts import PROOF_HEADER, ReceiptIssuer
+from trusted_launch.ttp.registry import FINGERPRINT_FIELD, HostRegistry
 from trusted_launch.ttp.service import AttestationService
 
 LOG = logging.getLogger(__name__)
 VERSION = "v1"
 _NAME = r"(?P<name>[^/]{1,255})"
+_HOST = r"(?P<host>[^/]{1,255})"
+PRINCIPAL = "trusted_launch.principal"
+Rule = str | Callable[[webob.Request], str]
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -106,36 +113,62 @@ def parse_json(data: bytes, limits: Limits) -> object:
     return value
 
 
+def _hosts_rule(request: webob.Request) -> str:
+    return "ttp:hosts:status" if "status" in request.GET else "ttp:hosts:list"
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may call what: the authenticator, the policy, the operator's host registry."""
+
+    authenticator: Authenticator
+    authorizer: Authorizer
+    registry: HostRegistry
+    store: AccessStore
+
+
 class TTPApplication:
     """Routes /v1 requests to the enrollment, profile and attestation handlers."""
 
     def __init__(self, *, db: TTPDatabase, token_keys: TokenKeyStore, enrollment: Enrollment,
-                 profiles: ProfileStore, attestations: AttestationService,
-                 admin_token_hash: str | None, limits: Limits,
-                 receipts: ReceiptIssuer | None = None,
+                 profiles: ProfileStore, attestations: AttestationService, access: Access,
+                 limits: Limits, receipts: ReceiptIssuer | None = None,
                  host_status: HostStatusService | None = None) -> None:
         self.db, self.token_keys, self.enrollment = db, token_keys, enrollment
         self.profiles, self.attestations, self.receipts = profiles, attestations, receipts
-        self.host_status = host_status
-        self.admin_token_hash = (admin_token_hash or "").lower() or None
+        self.host_status, self.access = host_status, access
         self.limits = limits
-        self.routes: list[tuple[re.Pattern, dict[str, Callable]]] = [
-            (re.compile(r"^/?$"), {"GET": self.versions}),
-            (re.compile(r"^/v1/?$"), {"GET": self.version}),
-            (re.compile(r"^/v1/openapi\.json$"), {"GET": self.openapi}),
-            (re.compile(r"^/v1/keys$"), {"GET": self.keys}),
-            (re.compile(r"^/v1/hosts$"), {"POST": self.enroll, "GET": self.list_hosts}),
-            (re.compile(rf"^/v1/hosts/{_NAME}$"), {"GET": self.get_host}),
-            (re.compile(rf"^/v1/hosts/{_NAME}/activation$"), {"POST": self.activate}),
-            (re.compile(rf"^/v1/hosts/{_NAME}/challenges$"), {"POST": self.host_challenge}),
-            (re.compile(rf"^/v1/hosts/{_NAME}/attestations$"), {"POST": self.host_attest}),
-            (re.compile(r"^/v1/profiles$"), {"GET": self.list_profiles}),
+        self.routes: list[tuple[re.Pattern, dict[str, tuple[Callable, Rule]]]] = [
+            (re.compile(r"^/?$"), {"GET": (self.versions, "ttp:versions:get")}),
+            (re.compile(r"^/v1/?$"), {"GET": (self.version, "ttp:versions:get")}),
+            (re.compile(r"^/v1/openapi\.json$"), {"GET": (self.openapi, "ttp:openapi:get")}),
+            (re.compile(r"^/v1/keys$"), {"GET": (self.keys, "ttp:keys:get")}),
+            (re.compile(r"^/v1/hosts$"), {"POST": (self.enroll, "ttp:hosts:enroll"),
+                                          "GET": (self.list_hosts, _hosts_rule)}),
+            (re.compile(rf"^/v1/hosts/{_HOST}$"), {
+                "GET": (self.get_host, "ttp:hosts:get"),
+                "PUT": (self.register_host, "ttp:hosts:register"),
+                "DELETE": (self.remove_host, "ttp:hosts:remove")}),
+            (re.compile(rf"^/v1/hosts/{_HOST}/approval$"), {
+                "POST": (self.approve_host, "ttp:hosts:approve")}),
+            (re.compile(rf"^/v1/hosts/{_HOST}/activation$"), {
+                "POST": (self.activate, "ttp:hosts:activate")}),
+            (re.compile(rf"^/v1/hosts/{_HOST}/challenges$"), {
+                "POST": (self.host_challenge, "ttp:hosts:challenge")}),
+            (re.compile(rf"^/v1/hosts/{_HOST}/attestations$"), {
+                "POST": (self.host_attest, "ttp:hosts:attest")}),
+            (re.compile(r"^/v1/profiles$"), {"GET": (self.list_profiles, "ttp:profiles:list")}),
             (re.compile(rf"^/v1/profiles/{_NAME}$"), {
-                "GET": self.get_profile, "PUT": self.put_profile,
-                "DELETE": self.delete_profile}),
-            (re.compile(r"^/v1/attestations$"), {"POST": self.attest}),
-            (re.compile(rf"^/v1/attestations/{_NAME}$"), {"GET": self.get_attestation}),
-            (re.compile(rf"^/v1/receipts/{_NAME}$"), {"GET": self.get_receipts}),
+                "GET": (self.get_profile, "ttp:profiles:get"),
+                "PUT": (self.put_profile, "ttp:profiles:put"),
+                "DELETE": (self.delete_profile, "ttp:profiles:delete")}),
+            (re.compile(r"^/v1/attestations$"), {
+                "POST": (self.attest, "ttp:attestations:create")}),
+            (re.compile(rf"^/v1/attestations/{_NAME}$"), {
+                "GET": (self.get_attestation, "ttp:attestations:get")}),
+            (re.compile(rf"^/v1/receipts/{_NAME}$"), {
+                "GET": (self.get_receipts, "ttp:receipts:get")}),
+            (re.compile(r"^/v1/tokens$"), {"POST": (self.create_token, "ttp:tokens:create")}),
         ]
 
     def __call__(self, environ: dict, start_response: Callable) -> object:
@@ -156,7 +189,7 @@ class TTPApplication:
         return response(environ, start_response)
 
     def dispatch(self, request: webob.Request) -> webob.Response:
-        """Find the handler for the request's path and method, or 404/405."""
+        """Find the handler for the request's path and method (else 404/405), authorize, run."""
         try:
             path = request.path_info
         except UnicodeDecodeError:
@@ -165,13 +198,27 @@ class TTPApplication:
             match = pattern.match(path)
             if match is None:
                 continue
-            handler = methods.get(request.method)
-            if handler is None:
+            entry = methods.get(request.method)
+            if entry is None:
                 allowed = ", ".join(sorted(methods))
                 raise MethodNotAllowed("method", f"{request.method[:16]} is not allowed here; "
                                                  f"use {allowed}", headers={"Allow": allowed})
+            handler, rule = entry
+            self.authorize(request, rule if isinstance(rule, str) else rule(request),
+                           match.groupdict())
             return handler(request, **match.groupdict())
         raise NotFound("path", f"no resource at {path[:100]!r}")
+
+    def authorize(self, request: webob.Request, rule: str,
+                  target: dict | None = None) -> Principal:
+        """Authenticate the caller and check ``rule`` on ``target``; 401/403 if refused.
+
+        Also the hook for routes mounted beside the API (``ttp:metrics:get``).
+        """
+        principal = self.access.authenticator.authenticate(request.environ)
+        request.environ[PRINCIPAL] = principal
+        self.access.authorizer.check(rule, target or {}, principal)
+        return principal
 
     # helpers -------------------------------------------------------------
 
@@ -187,16 +234,17 @@ class TTPApplication:
             raise BadRequest("body", "must be a JSON object")
         return body
 
-    def _require_admin(self, request: webob.Request) -> None:
-        if self.admin_token_hash is None:
-            raise Unauthorized("admin_token", "profile management over the API is disabled")
-        presented = request.headers.get("X-Auth-Token", "")
-        digest = hashlib.sha256(presented.encode("utf-8", "replace")).hexdigest()
-        if not presented or not hmac.compare_digest(digest, self.admin_token_hash):
-            raise Unauthorized("admin_token", "missing or wrong X-Auth-Token")
+    def _optional_object(self, request: webob.Request) -> dict:
+        """A JSON object body, or {} when there is no body."""
+        if not request.content_length and request.headers.get("Transfer-Encoding") is None:
+            return {}
+        return self._json_object(request)
 
     @staticmethod
     def _requester(request: webob.Request) -> str:
+        principal = request.environ.get(PRINCIPAL)
+        if principal is not None and not principal.anonymous:
+            return principal.label
         dn = request.environ.get("SSL_CLIENT_S_DN_CN")
         return f"cn={dn}" if dn else f"addr={request.remote_addr or 'unknown'}"
 
@@ -231,19 +279,51 @@ class TTPApplication:
         challenge = self.enrollment.enroll(self._json_object(request))
         return json_response(201, challenge.to_json())
 
-    def activate(self, request: webob.Request, name: str) -> webob.Response:
-        pem = self.enrollment.activate(name, self._json_object(request))
+    def activate(self, request: webob.Request, host: str) -> webob.Response:
+        pem = self.enrollment.activate(host, self._json_object(request),
+                                       request.remote_addr or "unknown")
         return json_response(200, {"ak_certificate": pem})
 
-    def get_host(self, request: webob.Request, name: str) -> webob.Response:
-        check_host_name(name)
-        host = self.db.get_host(name)
-        if host is None:
-            raise NotFound("host", f"host {name!r} is not enrolled")
-        return json_response(200, {
-            "host": host.name, "state": host.state,
-            "ek_certificate_sha256": host.ek_cert_fingerprint, "ak_name": host.ak_name,
-            "activated_at": host.activated_at.isoformat() + "Z" if host.activated_at else None})
+    def get_host(self, request: webob.Request, host: str) -> webob.Response:
+        return json_response(200, self.access.registry.get(host).to_json())
+
+    @staticmethod
+    def _fingerprint(body: dict) -> str | None:
+        for name in body:
+            if name != FINGERPRINT_FIELD:
+                raise BadRequest(str(name)[:64], f"unknown field; only {FINGERPRINT_FIELD}")
+        return body.get(FINGERPRINT_FIELD)
+
+    def register_host(self, request: webob.Request, host: str) -> webob.Response:
+        fingerprint = self._fingerprint(self._optional_object(request))
+        registration = self.access.registry.add(host, fingerprint)
+        LOG.info("host %s registered by %s", host, request.environ[PRINCIPAL].label)
+        return json_response(201, registration.to_json())
+
+    def approve_host(self, request: webob.Request, host: str) -> webob.Response:
+        fingerprint = self._fingerprint(self._optional_object(request))
+        registration, revoked = self.access.registry.approve(host, fingerprint)
+        LOG.info("host %s approved by %s (EK %s%s)", host, request.environ[PRINCIPAL].label,
+                 (registration.ek_cert_fingerprint or "")[:16],
+                 "; the AK of the previous TPM is revoked" if revoked else "")
+        return json_response(200, {**registration.to_json(), "revoked_ak": revoked})
+
+    def remove_host(self, request: webob.Request, host: str) -> webob.Response:
+        self.access.registry.remove(host)
+        LOG.info("host %s removed by %s", host, request.environ[PRINCIPAL].label)
+        return webob.Response(status=204)
+
+    def create_token(self, request: webob.Request) -> webob.Response:
+        body = self._json_object(request)
+        for name in body:
+            if name not in ("role", "host", "description"):
+                raise BadRequest(str(name)[:64], "unknown field; use role, host, description")
+        record, token = new_token(self.access.store, body.get("role"),
+                                  body.get("host"), body.get("description"))
+        LOG.info("API token %s (role %s) created by %s", record.id, record.role,
+                 request.environ[PRINCIPAL].label)
+        return json_response(201, {"id": record.id, "role": record.role, "host": record.host,
+                                   "token": token})
 
     def _host_status(self) -> HostStatusService:
         if self.host_status is None:
@@ -251,16 +331,19 @@ class TTPApplication:
         return self.host_status
 
     def list_hosts(self, request: webob.Request) -> webob.Response:
+        if "status" not in request.GET:
+            return json_response(200, {"hosts": [
+                r.to_json() for r in self.access.registry.list()]})
         if request.GET.get("status") not in ("1", "true"):
-            raise BadRequest("status", "only GET /v1/hosts?status=1 (current host status) "
-                                       "is supported")
+            raise BadRequest("status", "use GET /v1/hosts?status=1 (current host status) or "
+                                       "GET /v1/hosts (registrations)")
         return json_response(200, self._host_status().statuses())
 
-    def host_challenge(self, request: webob.Request, name: str) -> webob.Response:
-        return json_response(201, self._host_status().challenge(name))
+    def host_challenge(self, request: webob.Request, host: str) -> webob.Response:
+        return json_response(201, self._host_status().challenge(host))
 
-    def host_attest(self, request: webob.Request, name: str) -> webob.Response:
-        return json_response(200, self._host_status().attest(name, self._json_body(request)))
+    def host_attest(self, request: webob.Request, host: str) -> webob.Response:
+        return json_response(200, self._host_status().attest(host, self._json_body(request)))
 
     def list_profiles(self, request: webob.Request) -> webob.Response:
         return json_response(200, {"profiles": self.profiles.summaries()})
@@ -269,7 +352,6 @@ class TTPApplication:
         return json_response(200, self.profiles.get(name))
 
     def put_profile(self, request: webob.Request, name: str) -> webob.Response:
-        self._require_admin(request)
         ctype = request.content_type or "application/json"
         if ctype not in ("application/json", "application/yaml", "application/x-yaml",
                          "text/yaml"):
@@ -284,13 +366,17 @@ class TTPApplication:
         return json_response(201 if created else 200, stored)
 
     def delete_profile(self, request: webob.Request, name: str) -> webob.Response:
-        self._require_admin(request)
         self.profiles.delete(name)
         return webob.Response(status=204)
 
     def attest(self, request: webob.Request) -> webob.Response:
-        status, body = self.attestations.attest(self._json_body(request),
-                                                self._requester(request))
+        body = self._json_body(request)
+        principal: Principal = request.environ[PRINCIPAL]
+        if principal.host is not None and isinstance(body, dict) \
+                and body.get("host") != principal.host:
+            raise Forbidden("host_mismatch", f"credentials of host {principal.host!r} cannot "
+                                             "attest for another host")
+        status, body = self.attestations.attest(body, self._requester(request))
         return json_response(status, body)
 
     def get_attestation(self, request: webob.Request, name: str) -> webob.Response:

@@ -87,12 +87,29 @@ def parsed_files(conf: cfg.ConfigOpts) -> list[str]:
 
 def _register_library_opts(conf: cfg.ConfigOpts) -> bool:
     """Options of libraries the configuration switches on (their sections become known)."""
-    if not conf.host_status.notifications_enabled:
-        return False
-    from trusted_launch.ttp.host_notifications import messaging_options
-    for group, opts in messaging_options():
-        conf.register_opts(opts, group=None if group == "DEFAULT" else group)
+    from oslo_policy import opts as policy_opts
+    for group, opts in policy_opts.list_opts():
+        conf.register_opts(opts, group=group)
+    if conf.api.auth_strategy == "keystone":
+        _register_keystone_opts(conf)
+    if conf.host_status.notifications_enabled:
+        from trusted_launch.ttp.host_notifications import messaging_options
+        for group, opts in messaging_options():
+            conf.register_opts(opts, group=None if group == "DEFAULT" else group)
     return True
+
+
+def _register_keystone_opts(conf: cfg.ConfigOpts) -> None:
+    """keystonemiddleware's [keystone_authtoken] with the options of its auth plugin."""
+    from keystoneauth1 import loading
+    from keystonemiddleware.auth_token import list_opts
+    for group, opts in list_opts():
+        conf.register_opts(opts, group=group)
+    loading.register_auth_conf_options(conf, "keystone_authtoken")
+    auth_type = conf.keystone_authtoken.auth_type
+    if auth_type:
+        conf.register_opts(loading.get_auth_plugin_conf_options(auth_type),
+                           group="keystone_authtoken")
 
 
 def _known_groups(conf: cfg.ConfigOpts) -> dict[str, set[str]]:

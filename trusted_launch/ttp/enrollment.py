@@ -1,9 +1,15 @@
-"""Host enrollment: EK certificate chain, AK checks, credential challenge, AK certificate.
+"""Host enrollment: operator consent, EK certificate chain, AK checks, credential challenge.
 
-A host proves that its AK lives in the TPM whose EK certificate it shows:
-the TTP encrypts a random secret to the EK bound to the AK's Name
-(TPM2_MakeCredential, done in software here); only that TPM can recover it
-with TPM2_ActivateCredential. The TTP keeps only the secret's SHA-256.
+A host enrolls only under the operator's registration of its name with its
+EK certificate's SHA-256 (or an EK the operator approved after the host
+first presented it). It proves that its AK lives in the TPM whose EK
+certificate it shows: the TTP encrypts a random secret to the EK bound to the
+AK's Name (TPM2_MakeCredential, done in software here); only that TPM can
+recover it with TPM2_ActivateCredential. The TTP keeps only the secret's
+SHA-256, one live challenge per (host, AK): a later request never replaces
+or cancels one, and a wrong answer is counted, rate-limited per client and
+logged, not acted upon. A new AK (after a TPM clear) needs the operator's
+approval again; renewing the certificate of the enrolled AK does not.
 """
 
 from __future__ import annotations
@@ -23,18 +29,26 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from oslo_log import log as logging
 
-from trusted_launch.ttp.db.api import HostConflict, TTPDatabase
+from trusted_launch.ttp.db.access import AccessStore, NewChallenge, Outcome
 from trusted_launch.ttp.errors import (
+    APIError,
     BadRequest,
+    Conflict,
     EnrollmentRefused,
-    NotFound,
+    TooManyRequests,
     unknown_field_check,
 )
 from trusted_launch.ttp.keystore import AttestationCA
+from trusted_launch.ttp.ratelimit import FailureLimiter
 
 LOG = logging.getLogger(__name__)
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 MAX_CERT_CHAIN = 8
+#: Live credential challenges per host (each for another AK).
+MAX_LIVE_CHALLENGES = 4
+#: Wrong activation secrets per (client address, host) in ACTIVATION_WINDOW seconds.
+MAX_WRONG_ANSWERS = 5
+ACTIVATION_WINDOW = 300.0
 # TPMA_OBJECT bits (TPM 2.0 Part 2, 8.3)
 FIXED_TPM, FIXED_PARENT, SENSITIVE_DATA_ORIGIN = 0x2, 0x10, 0x20
 RESTRICTED, DECRYPT, SIGN = 0x10000, 0x20000, 0x40000
@@ -182,13 +196,49 @@ class Challenge:
                 "encrypted_secret": base64.b64encode(self.encrypted_secret).decode()}
 
 
-class Enrollment:
-    """Runs host enrollment and activation against the database and the attestation CA."""
+def ek_fingerprint(ek_cert: x509.Certificate) -> str:
+    """The SHA-256 (hex) of the EK certificate's DER: how operators register a host's TPM."""
+    return hashlib.sha256(ek_cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
-    def __init__(self, db: TTPDatabase, ca: AttestationCA, vendor_cas: list[x509.Certificate],
-                 *, challenge_ttl: int, certificate_days: int) -> None:
-        self.db, self.ca, self.vendor_cas = db, ca, vendor_cas
+
+def _refusal(outcome: Outcome, host: str, fingerprint: str) -> APIError:
+    """The answer to an enrollment the registration or the challenge store refused."""
+    if outcome is Outcome.NOT_REGISTERED:
+        return EnrollmentRefused("host_not_registered", f"host {host!r} is not registered; "
+                                 "an operator must run 'trusted-launch-ttp-manage host add'")
+    if outcome is Outcome.AWAITING_APPROVAL:
+        return EnrollmentRefused("host_awaiting_approval",
+                                 f"EK certificate sha256 {fingerprint} awaits the operator's "
+                                 f"approval ('trusted-launch-ttp-manage host approve {host}')")
+    if outcome is Outcome.EK_MISMATCH:
+        return EnrollmentRefused("host_ek_mismatch",
+                                 f"EK certificate sha256 {fingerprint} is not the EK "
+                                 f"registered for host {host!r}")
+    if outcome is Outcome.NOT_APPROVED:
+        return EnrollmentRefused("enrollment_not_approved",
+                                 f"host {host!r} is enrolled with another AK; enrolling a new "
+                                 "AK needs the operator's approval ('trusted-launch-ttp-manage "
+                                 "host approve')")
+    if outcome is Outcome.CHALLENGE_PENDING:
+        return Conflict("enrollment_challenge_pending",
+                        "a challenge for this AK is live: answer it, or enroll again once it "
+                        "expired")
+    if outcome is Outcome.TOO_MANY_CHALLENGES:
+        return TooManyRequests("enrollment_challenges_exhausted",
+                               f"host {host!r} has {MAX_LIVE_CHALLENGES} live challenges; "
+                               "retry once they expired")
+    raise AssertionError(f"not a refusal: {outcome}")
+
+
+class Enrollment:
+    """Runs host enrollment and activation against the registrations and the attestation CA."""
+
+    def __init__(self, access: AccessStore, ca: AttestationCA,
+                 vendor_cas: list[x509.Certificate], *, challenge_ttl: int,
+                 certificate_days: int) -> None:
+        self.access, self.ca, self.vendor_cas = access, ca, vendor_cas
         self.challenge_ttl, self.certificate_days = challenge_ttl, certificate_days
+        self.wrong_answers = FailureLimiter(MAX_WRONG_ANSWERS, ACTIVATION_WINDOW)
 
     def enroll(self, body: dict) -> Challenge:
         """Validate EK certificate, EK public and AK; store the challenge; return it."""
@@ -208,44 +258,55 @@ class Enrollment:
                                     "ek_public is not the key of the EK certificate")
         ak = parse_ak_public(ak_public)
         check_ak(ak)
-        return self._challenge(host, ek_cert, ek_object, ek_public, ak_public, ak)
+        return self._challenge(host, ek_fingerprint(ek_cert), ek_object, ek_public,
+                               ak_public, ak)
 
-    def _challenge(self, host, ek_cert, ek_object, ek_public, ak_public, ak) -> Challenge:
+    def _challenge(self, host, fingerprint, ek_object, ek_public, ak_public, ak) -> Challenge:
         from tpm2_pytss.types import TPM2B_NAME
         from tpm2_pytss.utils import make_credential
         secret = secrets.token_bytes(32)
-        blob, encrypted = make_credential(ek_object, secret, TPM2B_NAME(ak.name))
-        fingerprint = hashlib.sha256(ek_cert.public_bytes(serialization.Encoding.DER)).hexdigest()
         try:
-            self.db.save_pending_host(
-                name=host, ek_cert_fingerprint=fingerprint,
-                ek_public=base64.b64encode(ek_public).decode(),
-                ak_public=base64.b64encode(ak_public).decode(), ak_name=ak.name.hex(),
-                credential_digest=hashlib.sha256(secret).hexdigest(),
-                challenge_expires_at=int(time.time()) + self.challenge_ttl)
-        except HostConflict as exc:
-            LOG.warning("enrollment of %s refused: EK %s differs from the enrolled EK",
-                        host, fingerprint[:16])
-            raise EnrollmentRefused("host_identity_conflict",
-                                    f"host {host!r} is enrolled with a different EK") from exc
+            blob, encrypted = make_credential(ek_object, secret, TPM2B_NAME(ak.name))
+        except (ValueError, TypeError) as exc:  # e.g. symmetric parameters no TPM would have
+            raise BadRequest("ek_public", f"cannot make a credential for this EK: {exc}"
+                             ) from None
+        now = int(time.time())
+        outcome = self.access.open_challenge(NewChallenge(
+            host=host, ak_name=ak.name.hex(), ek_cert_fingerprint=fingerprint,
+            ek_public=base64.b64encode(ek_public).decode(),
+            ak_public=base64.b64encode(ak_public).decode(),
+            credential_digest=hashlib.sha256(secret).hexdigest(),
+            expires_at=now + self.challenge_ttl), now, MAX_LIVE_CHALLENGES)
+        if outcome is not Outcome.DONE:
+            LOG.warning("enrollment of %s refused (%s): EK %s, AK %s", host, outcome.value,
+                        fingerprint[:16], ak.name.hex()[:20])
+            raise _refusal(outcome, host, fingerprint)
         LOG.info("enrollment of %s: challenge issued (EK %s, AK %s)", host, fingerprint[:16],
                  ak.name.hex()[:20])
         return Challenge(host, blob.marshal(), encrypted.marshal())
 
-    def activate(self, host: str, body: dict) -> str:
-        """Check the recovered secret; make the AK active; return its certificate (PEM)."""
+    def activate(self, host: str, body: dict, client: str) -> str:
+        """Check the recovered secret; make the AK active; return its certificate (PEM).
+
+        ``client`` (the caller's address) keys the limit on wrong answers.
+        """
         check_host_name(host)
         check_fields(body, ("secret",))
         secret = decode_b64(body.get("secret"), "secret", limit=64)
-        if self.db.get_host(host) is None:
-            raise NotFound("host", f"host {host!r} is not enrolled")
-        row = self.db.activate_host(host, hashlib.sha256(secret).hexdigest(), int(time.time()))
-        if row is None:
-            LOG.warning("activation of %s refused", host)
+        wait = self.wrong_answers.retry_after((client, host))
+        if wait:
+            raise TooManyRequests("activation_rate_limited",
+                                  f"too many wrong answers for host {host!r} from this client; "
+                                  f"retry in {wait} s", headers={"Retry-After": str(wait)})
+        outcome, ak_public = self.access.answer_challenge(
+            host, hashlib.sha256(secret).hexdigest(), int(time.time()))
+        if outcome is not Outcome.DONE or ak_public is None:  # unregistered alike: no probe
+            self.wrong_answers.failed((client, host))
+            LOG.warning("activation of %s refused (%s) from %s", host, outcome.value, client)
             raise EnrollmentRefused("activation_failed",
-                                    "no live challenge for this host, or the secret is wrong "
-                                    "(enroll again)")
-        ak = parse_ak_public(base64.b64decode(row.ak_public))
+                                    "the secret answers no live challenge of this host (a "
+                                    "wrong answer changes nothing; enroll again after expiry)")
+        ak = parse_ak_public(base64.b64decode(ak_public))
         cert = self.ca.issue_ak_certificate(host, ak.public_key, self.certificate_days)
         LOG.info("host %s activated; AK certificate serial %x issued", host, cert.serial_number)
         return cert.public_bytes(serialization.Encoding.PEM).decode()

@@ -30,9 +30,20 @@ class BadRequest(APIError):
 
 
 class Unauthorized(APIError):
-    """The admin token is missing or wrong (401)."""
+    """No credentials where the route needs them, or credentials that are not valid (401)."""
 
     status, code = 401, "unauthorized"
+
+    def __init__(self, check: str, reason: str, **kwargs) -> None:
+        headers = {"WWW-Authenticate": 'X-Auth-Token realm="trusted-launch-ttp"',
+                   **kwargs.pop("headers", {})}
+        super().__init__(check, reason, headers=headers, **kwargs)
+
+
+class Forbidden(APIError):
+    """Authenticated, but the policy does not allow this caller to do this (403)."""
+
+    status, code = 403, "forbidden"
 
 
 class NotFound(APIError):
@@ -63,6 +74,12 @@ class Conflict(APIError):
     """The request conflicts with the stored state (409)."""
 
     status, code = 409, "conflict"
+
+
+class TooManyRequests(APIError):
+    """The caller made too many failed attempts; retry later (429)."""
+
+    status, code = 429, "too_many_requests"
 
 
 class PayloadTooLarge(APIError):

@@ -1,8 +1,15 @@
-"""The OpenAPI 3.0 description of the TTP's /v1 API (served at /v1/openapi.json)."""
+"""The OpenAPI 3.0 description of the TTP's /v1 API (served at /v1/openapi.json).
+
+Each operation names its oslo.policy rule (``x-policy-rule``, from
+:mod:`trusted_launch.ttp.policies`) and requires the API token unless every
+rule of the operation is public.
+"""
 
 from __future__ import annotations
 
 import copy
+
+from trusted_launch.ttp.policies import ROUTE_RULES
 
 _B64 = {"type": "string", "format": "byte", "minLength": 1}
 _HOST = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$"}
@@ -95,10 +102,32 @@ _SCHEMAS: dict = {
     "AKCertificate": {"type": "object", "required": ["ak_certificate"], "properties": {
         "ak_certificate": {"type": "string", "description": "PEM"}}},
     "Host": {"type": "object", "required": ["host", "state"], "properties": {
-        "host": {"type": "string"}, "state": {"type": "string", "enum": ["pending", "active"]},
-        "ek_certificate_sha256": {"type": "string"},
+        "host": {"type": "string"},
+        "state": {"type": "string", "enum": ["awaiting_approval", "registered", "active"]},
+        "ek_certificate_sha256": {"type": "string", "nullable": True},
+        "pending_ek_certificate_sha256": {"type": "string", "nullable": True},
+        "enrollment_approved": {"type": "boolean"},
+        "failed_activations": {"type": "integer"},
+        "live_challenges": {"type": "integer"},
         "ak_name": {"type": "string", "nullable": True},
-        "activated_at": {"type": "string", "nullable": True}}},
+        "registered_at": {"type": "string", "nullable": True},
+        "activated_at": {"type": "string", "nullable": True},
+        "revoked_ak": {"type": "boolean", "description": "approval only: the AK of the "
+                                                         "previous TPM was revoked"}}},
+    "HostRegistration": {"type": "object", "additionalProperties": False, "properties": {
+        "ek_certificate_sha256": {"type": "string", "pattern": "^[0-9A-Fa-f:]{64,95}$",
+                                  "description": "SHA-256 of the EK certificate (DER)"}}},
+    "TokenRequest": {"type": "object", "required": ["role"], "additionalProperties": False,
+                     "properties": {
+                         "role": {"type": "string", "enum": ["admin", "reader", "host"]},
+                         "host": {"type": "string", "nullable": True,
+                                  "description": "role host only: the host it acts for"},
+                         "description": {"type": "string", "maxLength": 255,
+                                         "nullable": True}}},
+    "TokenCreated": {"type": "object", "required": ["id", "role", "token"], "properties": {
+        "id": {"type": "string"}, "role": {"type": "string"},
+        "host": {"type": "string", "nullable": True},
+        "token": {"type": "string", "description": "shown once; only its SHA-256 is kept"}}},
     "Profile": {"type": "object", "required": ["name", "level"],
                 "additionalProperties": True, "properties": {
                     "name": {"type": "string", "pattern": "^[a-z0-9_-]{1,32}$"},
@@ -179,7 +208,6 @@ def _path_param(name: str, schema: dict) -> dict:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
-_ADMIN = [{"adminToken": []}]
 _PROFILE_PARAM = [_path_param("name", _PROFILE_NAME)]
 _HOST_PARAM = [_path_param("host", _HOST)]
 
@@ -206,30 +234,63 @@ _PATHS: dict = {
                                               "first"}}})},
                              "503": _error("Key store unavailable")}}},
     "/v1/hosts": {"get": {
-        "operationId": "listHostStatus", "summary": "Current trust status of every host",
-        "parameters": [{"name": "status", "in": "query", "required": True,
+        "operationId": "listHosts",
+        "summary": "Host registrations; with status=1 the current trust status of every host",
+        "parameters": [{"name": "status", "in": "query", "required": False,
                         "schema": {"type": "string", "enum": ["1", "true"]}}],
-        "responses": {"200": {"description": "Statuses", **_json({
-            "type": "object", "required": ["hosts"], "properties": {
-                "hosts": {"type": "array", "items": _ref("HostStatus")},
-                "now": {"type": "number"}}})},
+        "responses": {"200": {"description": "Registrations (Host) or statuses (HostStatus)",
+                              **_json({"type": "object", "required": ["hosts"], "properties": {
+                                  "hosts": {"type": "array", "items": {"oneOf": [
+                                      _ref("Host"), _ref("HostStatus")]}},
+                                  "now": {"type": "number"}}})},
             "404": _error("Host status not enabled"), **_COMMON_ERRORS}}, "post": {
         "operationId": "enrollHost", "summary": "Start enrolling a compute host's TPM",
         "requestBody": {"required": True, **_json(_ref("EnrollmentRequest"))},
         "responses": {"201": {"description": "Credential challenge", **_json(_ref("Challenge"))},
-                      "403": _error("Enrollment refused"), **_COMMON_ERRORS,
-                      **_BODY_ERRORS}}},
-    "/v1/hosts/{host}": {"get": {
-        "operationId": "showHost", "summary": "Enrollment state of a host",
+                      "403": _error("Enrollment refused (not registered, EK not the "
+                                    "registered one, new AK not approved)"),
+                      "409": _error("A challenge for this AK is live"),
+                      "429": _error("Too many live challenges for this host"),
+                      **_COMMON_ERRORS, **_BODY_ERRORS}}},
+    "/v1/hosts/{host}": {
+        "get": {"operationId": "showHost", "summary": "Registration and enrollment of a host",
+                "parameters": _HOST_PARAM,
+                "responses": {"200": {"description": "Host", **_json(_ref("Host"))},
+                              "404": _error("Not registered"), **_COMMON_ERRORS}},
+        "put": {"operationId": "registerHost",
+                "summary": "Register a host (operator consent to enroll)",
+                "parameters": _HOST_PARAM,
+                "requestBody": {"required": False, **_json(_ref("HostRegistration"))},
+                "responses": {"201": {"description": "Registered", **_json(_ref("Host"))},
+                              "409": _error("Already registered"), **_COMMON_ERRORS,
+                              **_BODY_ERRORS}},
+        "delete": {"operationId": "removeHost",
+                   "summary": "Remove a host: registration, AK, status, host tokens",
+                   "parameters": _HOST_PARAM,
+                   "responses": {"204": {"description": "Removed"},
+                                 "404": _error("Not registered"), **_COMMON_ERRORS}}},
+    "/v1/hosts/{host}/approval": {"post": {
+        "operationId": "approveHost",
+        "summary": "Approve the host's EK, a replacement TPM's EK, or its next AK",
         "parameters": _HOST_PARAM,
-        "responses": {"200": {"description": "Host", **_json(_ref("Host"))},
-                      "404": _error("Not enrolled"), **_COMMON_ERRORS}}},
+        "requestBody": {"required": False, **_json(_ref("HostRegistration"))},
+        "responses": {"200": {"description": "Approved", **_json(_ref("Host"))},
+                      "404": _error("Not registered"),
+                      "409": _error("No EK presented yet; give it"), **_COMMON_ERRORS,
+                      **_BODY_ERRORS}}},
+    "/v1/tokens": {"post": {
+        "operationId": "createToken", "summary": "Create an API token (shown once)",
+        "requestBody": {"required": True, **_json(_ref("TokenRequest"))},
+        "responses": {"201": {"description": "Created", **_json(_ref("TokenCreated"))},
+                      **_COMMON_ERRORS, **_BODY_ERRORS}}},
     "/v1/hosts/{host}/activation": {"post": {
         "operationId": "activateHost", "summary": "Answer the credential challenge",
         "parameters": _HOST_PARAM,
         "requestBody": {"required": True, **_json(_ref("Activation"))},
         "responses": {"200": {"description": "AK certificate", **_json(_ref("AKCertificate"))},
-                      "403": _error("Activation failed"), "404": _error("Not enrolled"),
+                      "403": _error("Activation failed: wrong or late answer, or no such "
+                                    "host (changes nothing)"),
+                      "429": _error("Too many wrong answers from this client"),
                       **_COMMON_ERRORS, **_BODY_ERRORS}}},
     "/v1/hosts/{host}/challenges": {"post": {
         "operationId": "hostChallenge", "summary": "A fresh single-use nonce to quote over",
@@ -255,19 +316,16 @@ _PATHS: dict = {
         "get": {"operationId": "showProfile", "parameters": _PROFILE_PARAM,
                 "responses": {"200": {"description": "Profile", **_json(_ref("Profile"))},
                               "404": _error("No such profile"), **_COMMON_ERRORS}},
-        "put": {"operationId": "putProfile", "security": _ADMIN, "parameters": _PROFILE_PARAM,
+        "put": {"operationId": "putProfile", "parameters": _PROFILE_PARAM,
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": _ref("Profile")},
                     "application/yaml": {"schema": {"type": "string"}}}},
                 "responses": {"200": {"description": "Replaced", **_json(_ref("Profile"))},
                               "201": {"description": "Created", **_json(_ref("Profile"))},
-                              "401": _error("Admin token missing or wrong"),
                               "409": _error("Level already used by another profile"),
                               **_COMMON_ERRORS, **_BODY_ERRORS}},
-        "delete": {"operationId": "deleteProfile", "security": _ADMIN,
-                   "parameters": _PROFILE_PARAM,
+        "delete": {"operationId": "deleteProfile", "parameters": _PROFILE_PARAM,
                    "responses": {"204": {"description": "Deleted"},
-                                 "401": _error("Admin token missing or wrong"),
                                  "404": _error("No such profile"), **_COMMON_ERRORS}}},
     "/v1/attestations": {"post": {
         "operationId": "attest", "summary": "Attest a host for one launch; release N, H",
@@ -300,6 +358,32 @@ _PATHS: dict = {
 }
 
 
+def _operation_rules() -> dict[tuple[str, str], list]:
+    """(path, method) -> the policy rules that govern it."""
+    rules: dict[tuple[str, str], list] = {}
+    for rule in ROUTE_RULES:
+        for operation in rule.operations:
+            for path in operation["path"].split(", "):
+                key = (path.split("?")[0], operation["method"].lower())
+                rules.setdefault(key, []).append(rule)
+    return rules
+
+
+def _with_security(paths: dict) -> dict:
+    rules = _operation_rules()
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            governing = rules[(path, method)]
+            operation["x-policy-rule"] = ", ".join(rule.name for rule in governing)
+            if all(rule.check_str == "" for rule in governing):
+                operation["security"] = []
+                continue
+            operation["security"] = [{"apiToken": []}]
+            operation["responses"].setdefault("401", _error("No or unknown credentials"))
+            operation["responses"].setdefault("403", _error("The policy does not allow it"))
+    return paths
+
+
 def openapi_document(server_url: str | None = None) -> dict:
     """The OpenAPI 3.0.3 document; ``server_url`` becomes its server entry."""
     return {
@@ -307,7 +391,11 @@ def openapi_document(server_url: str | None = None) -> dict:
         "info": {"title": "trusted-launch TTP", "version": "1.0",
                  "description": "Trusted third party of the trusted VM launch protocol."},
         "servers": [{"url": server_url or "/"}],
-        "paths": copy.deepcopy(_PATHS),
+        "paths": _with_security(copy.deepcopy(_PATHS)),
         "components": {"schemas": copy.deepcopy(_SCHEMAS), "securitySchemes": {
-            "adminToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}}},
+            "apiToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token",
+                         "description": "A TTP API token (role admin, reader or host), or "
+                                        "a Keystone token with auth_strategy = keystone. "
+                                        "Hosts may instead use a TLS client certificate "
+                                        "where mtls_host_identity is set."}}},
     }

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from oslo_config import cfg
 
 from trusted_launch.ttp import configuration
-from trusted_launch.ttp.api import Limits, TTPApplication
+from trusted_launch.ttp.api import Access, Limits, TTPApplication
+from trusted_launch.ttp.auth import Authenticator, Authorizer
+from trusted_launch.ttp.db.access import AccessStore
 from trusted_launch.ttp.db.api import TTPDatabase
 from trusted_launch.ttp.enrollment import Enrollment, load_ca_certificates
 from trusted_launch.ttp.host_notifications import HostStatusNotifier
@@ -21,6 +23,7 @@ from trusted_launch.ttp.host_status import HostStatusService
 from trusted_launch.ttp.keystore import AttestationCA, TokenKeyStore
 from trusted_launch.ttp.profiles import ProfileStore
 from trusted_launch.ttp.receipts import ReceiptIssuer, ReceiptKey
+from trusted_launch.ttp.registry import HostRegistry
 from trusted_launch.ttp.service import AttestationService
 
 DEFAULT_CONFIG = configuration.DEFAULT_CONFIG
@@ -46,7 +49,8 @@ def make_app(conf: cfg.ConfigOpts) -> TTPApplication:
     keys = TokenKeyStore(conf.key_store.key_dir, conf.key_store.rotation_overlap)
     ca = AttestationCA(conf.key_store.attestation_ca_cert, conf.key_store.attestation_ca_key)
     profiles = ProfileStore(db)
-    enrollment = Enrollment(db, ca, load_ca_certificates(conf.enrollment.ek_ca_files),
+    store = AccessStore(db)
+    enrollment = Enrollment(store, ca, load_ca_certificates(conf.enrollment.ek_ca_files),
                             challenge_ttl=conf.enrollment.activation_timeout,
                             certificate_days=conf.key_store.ak_certificate_days)
     receipt_key = ReceiptKey(conf.key_store.key_dir)
@@ -58,8 +62,33 @@ def make_app(conf: cfg.ConfigOpts) -> TTPApplication:
         db=db, token_keys=keys, enrollment=enrollment, profiles=profiles,
         attestations=attestations, receipts=receipts,
         host_status=make_host_status(conf, db, profiles),
-        admin_token_hash=conf.api.admin_token_hash,
+        access=make_access(conf, store),
         limits=Limits(conf.api.max_request_body_size, conf.api.max_json_depth))
+
+
+def make_access(conf: cfg.ConfigOpts, store: AccessStore) -> Access:
+    """Authentication, the oslo.policy rules and the host registry, as configured."""
+    authenticator = Authenticator(
+        store, admin_token_hash=conf.api.admin_token_hash,
+        keystone=conf.api.auth_strategy == "keystone",
+        mtls_host_identity=bool(conf.api.mtls_host_identity and conf.api.client_ca_file))
+    return Access(authenticator, Authorizer(conf), HostRegistry(store), store)
+
+
+def make_pipeline(conf: cfg.ConfigOpts) -> Callable:
+    """The application the server runs: behind keystonemiddleware when configured.
+
+    keystonemiddleware validates a Keystone token in X-Auth-Token and sets
+    X-Identity-Status and X-Roles (removing any the client sent); it lets
+    requests without a valid Keystone token through (delay_auth_decision),
+    since the policy decides what they may reach.
+    """
+    app = make_app(conf)
+    if conf.api.auth_strategy != "keystone":
+        return app
+    from keystonemiddleware import auth_token
+    return auth_token.AuthProtocol(app, {"oslo_config_config": conf,
+                                         "delay_auth_decision": True})
 
 
 def make_host_status(conf: cfg.ConfigOpts, db: TTPDatabase,
@@ -85,7 +114,7 @@ class _LazyApplication:
     """Builds the app on the first request (after the server has forked)."""
 
     def __init__(self) -> None:
-        self._app: TTPApplication | None = None
+        self._app: Callable | None = None
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict, start_response: Callable) -> object:
@@ -93,7 +122,7 @@ class _LazyApplication:
             with self._lock:
                 if self._app is None:
                     path = os.environ.get("TRUSTED_LAUNCH_TTP_CONFIG", DEFAULT_CONFIG)
-                    self._app = make_app(load_config([path]))
+                    self._app = make_pipeline(load_config([path]))
         return self._app(environ, start_response)
 
 

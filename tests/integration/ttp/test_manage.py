@@ -143,21 +143,26 @@ def test_db_sync_bootstraps_the_profile_directory(tmp_path: pathlib.Path,
 def test_activation_challenge_expires(tmp_path: pathlib.Path) -> None:
     import hashlib
 
-    from trusted_launch.ttp.db.api import HostConflict, TTPDatabase
+    from trusted_launch.ttp.db.access import AccessStore, NewChallenge, Outcome
+    from trusted_launch.ttp.db.api import TTPDatabase
     from trusted_launch.ttp.db.migration import db_sync
     url = f"sqlite:///{tmp_path / 'ttp.sqlite'}"
     db_sync(url)
     db = TTPDatabase(url)
+    store = AccessStore(db)
     digest = hashlib.sha256(b"secret").hexdigest()
-    pending = dict(name="h1", ek_cert_fingerprint="ek-a", ek_public="e", ak_public="a",
-                   ak_name="00", credential_digest=digest, challenge_expires_at=100)
-    db.save_pending_host(**pending)
-    assert db.activate_host("h1", digest, now=101) is None  # too late
-    db.save_pending_host(**pending)
-    assert db.activate_host("h1", digest, now=100).state == "active"
-    with pytest.raises(HostConflict):
-        db.save_pending_host(**{**pending, "ek_cert_fingerprint": "ek-b"})
-    assert db.get_host("h1").credential_digest is None  # the secret digest is spent
+    assert store.register("h1", "a" * 64) is Outcome.DONE
+    challenge = NewChallenge(host="h1", ak_name="00", ek_cert_fingerprint="a" * 64,
+                             ek_public="e", ak_public="a", credential_digest=digest,
+                             expires_at=100)
+    assert store.open_challenge(challenge, now=90, max_live=4) is Outcome.DONE
+    assert store.answer_challenge("h1", digest, now=101) == (Outcome.WRONG_ANSWER, None)  # late
+    assert store.answer_challenge("h1", digest, now=100) == (Outcome.DONE, "a")
+    assert db.get_host("h1").state == "active"
+    assert store.open_challenge(challenge, now=90, max_live=4) is Outcome.DONE  # renewal
+    other_ek = NewChallenge(**{**challenge.__dict__, "ek_cert_fingerprint": "b" * 64})
+    assert store.open_challenge(other_ek, now=90, max_live=4) is Outcome.EK_MISMATCH
+    assert store.registration("h1", now=90).failed_activations == 1
     db.dispose()
 
 
@@ -172,3 +177,77 @@ def test_profile_draft_as_the_readme_writes_it(tmp_path: pathlib.Path) -> None:
     not_a_log = _manage(None, "profile", "draft", "--eventlog", str(EXAMPLES / "low.yaml"))
     assert not_a_log.returncode == 1 and not_a_log.stderr.count("\n") == 1
     assert "low.yaml: event log at offset 0: not a TCG event log" in not_a_log.stderr
+
+
+def test_host_registration_commands(config: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    assert _manage(config, "db", "sync").returncode == 0
+    cert, _ = CertificateAuthority(tmp_path / "ek-ca").issue("an-ek")
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    der = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(Encoding.DER)
+    fingerprint = hashlib.sha256(der).hexdigest()
+    added = _manage(config, "host", "add", "cmp-1", "--ek-certificate", str(cert))
+    assert added.returncode == 0, added.stderr
+    assert _manage(config, "host", "add", "cmp-2").returncode == 0
+    again = _manage(config, "host", "add", "cmp-1")
+    assert again.returncode == 1 and "(host_registered)" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    listed = _manage(config, "host", "list").stdout.splitlines()
+    assert listed[0].startswith(f"cmp-1  registered  ek={fingerprint}")
+    assert listed[1].startswith("cmp-2  awaiting_approval  ek=-")
+    nothing = _manage(config, "host", "approve", "cmp-2")
+    assert nothing.returncode == 1 and "(nothing_to_approve)" in nothing.stderr
+    bad = _manage(config, "host", "approve", "cmp-2", "--ek-fingerprint", "abc")
+    assert bad.returncode == 1 and "(ek_certificate_sha256)" in bad.stderr
+    approved = _manage(config, "host", "approve", "cmp-2", "--ek-fingerprint", "C" * 64)
+    assert approved.returncode == 0 and "c" * 64 in approved.stdout
+    assert _manage(config, "host", "remove", "cmp-2").returncode == 0
+    missing = _manage(config, "host", "remove", "cmp-2")
+    assert missing.returncode == 1 and "(host)" in missing.stderr
+    assert [line.split()[0] for line in _manage(config, "host", "list").stdout.splitlines()] \
+        == ["cmp-1"]
+
+
+def test_token_commands_print_the_token_once_and_store_its_hash(config: pathlib.Path) -> None:
+    import hashlib
+    import sqlite3
+    assert _manage(config, "db", "sync").returncode == 0
+    created = _manage(config, "token", "create", "--role", "reader", "--description", "ops")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    token_id = created.stderr.split()[1]
+    assert len(token) >= 40 and "not shown again" in created.stderr
+    with sqlite3.connect(config.parent / "ttp.sqlite") as database:
+        rows = database.execute("SELECT id, token_hash, role FROM api_tokens").fetchall()
+    assert rows == [(token_id, hashlib.sha256(token.encode()).hexdigest(), "reader")]
+    listed = _manage(config, "token", "list").stdout
+    assert token_id in listed and token not in listed
+    hostless = _manage(config, "token", "create", "--role", "host")
+    assert hostless.returncode == 1 and "(host)" in hostless.stderr
+    assert _manage(config, "token", "revoke", token_id).returncode == 0
+    assert _manage(config, "token", "revoke", token_id).returncode == 1
+    assert _manage(config, "token", "list").stdout == ""
+
+
+def test_keystone_pipeline_strips_identity_headers_a_client_forges(
+        config: pathlib.Path) -> None:
+    """keystonemiddleware in front (no Keystone needed for requests without a token)."""
+    from keystonemiddleware.auth_token import AuthProtocol
+
+    from trusted_launch.ttp.wsgi import make_pipeline
+    assert _manage(config, "db", "sync").returncode == 0
+    with config.open("a") as stream:
+        stream.write("[api]\nauth_strategy = keystone\n[keystone_authtoken]\n"
+                     "www_authenticate_uri = https://keystone.invalid/identity\n"
+                     "auth_url = https://keystone.invalid/identity\n")
+    pipeline = make_pipeline(load_config([str(config)]))
+    assert isinstance(pipeline, AuthProtocol)
+    keys = webob.Request.blank("/v1/keys").get_response(pipeline)
+    assert keys.status_int == 200
+    forged = webob.Request.blank("/v1/hosts", headers={
+        "X-Identity-Status": "Confirmed", "X-Roles": "admin", "X-User-Id": "mallory"})
+    answer = forged.get_response(pipeline)
+    assert answer.status_int == 401, answer.body
+    assert json.loads(answer.body)["error"]["check"] == "authentication_required"

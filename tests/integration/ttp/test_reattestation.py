@@ -189,7 +189,7 @@ def test_real_host_re_attests_its_launch_with_fresh_evidence(
         aad=release_aad(body["launch_id"], bind_key.name),
         ecdh_zgen=lambda x, y: bindkeys.ecdh_zgen(device, bind_key, (x, y)))
     assert released.nonce == nonce
-    audit = ttp_server.request("GET", f"/v1/attestations/{again.json()['attestation_id']}")
+    audit = ttp_server.admin("GET", f"/v1/attestations/{again.json()['attestation_id']}")
     assert audit.json()["reason"].startswith(f"re-attestation of launch {body['launch_id']}")
     assert first.json()["attestation_id"] in audit.json()["reason"]
     assert "re-attests launch" in ttp_server.log()

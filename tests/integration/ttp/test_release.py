@@ -81,7 +81,7 @@ def test_trusted_host_gets_the_nonce_once(ttp_server: TTPServer, attested_host) 
         base64.b64decode(answer["released"]), aad=release_aad(body["launch_id"], bind_key.name),
         ecdh_zgen=lambda x, y: bindkeys.ecdh_zgen(device, bind_key, (x, y)))
     assert released.nonce == nonce
-    record = ttp_server.request("GET", f"/v1/attestations/{answer['attestation_id']}")
+    record = ttp_server.admin("GET", f"/v1/attestations/{answer['attestation_id']}")
     assert record.json()["verdict"] == "trusted"
     assert nonce.hex() not in record.text and body["token"] not in record.text
 
@@ -89,7 +89,7 @@ def test_trusted_host_gets_the_nonce_once(ttp_server: TTPServer, attested_host) 
     assert replay.status_code == 403, replay.text
     assert replay.json()["error"]["check"] == "token_replayed"
     assert "released" not in replay.json()
-    audit = ttp_server.request("GET", f"/v1/attestations/{replay.json()['attestation_id']}")
+    audit = ttp_server.admin("GET", f"/v1/attestations/{replay.json()['attestation_id']}")
     assert audit.json()["check"] == "token_replayed"
     log = ttp_server.log()
     assert answer["attestation_id"] in log  # the decision is logged ...

@@ -22,6 +22,7 @@ from trusted_launch.evidence.ima import encode_ima_ng_entry, format_ascii
 from trusted_launch.policy import ProfileSet, load_profile
 from trusted_launch.sandbox.swtpm import extend_pcr
 from trusted_launch.tpm.device import TPMDevice
+from trusted_launch.ttp.db.access import AccessStore, NewChallenge, Outcome
 from trusted_launch.ttp.db.api import TTPDatabase
 from trusted_launch.ttp.db.migration import db_sync
 from trusted_launch.ttp.errors import Refused
@@ -70,10 +71,12 @@ def _b64(data: bytes) -> str:
 
 
 def enroll(db: TTPDatabase, name: str, ak_public: bytes) -> None:
-    db.save_pending_host(name=name, ek_cert_fingerprint="0" * 64, ek_public="AA==",
-                         ak_public=_b64(ak_public), ak_name="00", credential_digest="c" * 64,
-                         challenge_expires_at=2**40)
-    assert db.activate_host(name, "c" * 64, 0) is not None
+    store = AccessStore(db)
+    store.register(name, "0" * 64)
+    store.open_challenge(NewChallenge(
+        host=name, ak_name="00", ek_cert_fingerprint="0" * 64, ek_public="AA==",
+        ak_public=_b64(ak_public), credential_digest="c" * 64, expires_at=2**40), 0, 4)
+    assert store.answer_challenge(name, "c" * 64, 0) == (Outcome.DONE, _b64(ak_public))
 
 
 def _booted_device(states, index: int = 0):

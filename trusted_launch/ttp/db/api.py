@@ -11,7 +11,6 @@ this process and durable before it answers.
 from __future__ import annotations
 
 import datetime
-import hmac
 import json
 import time
 from collections.abc import Iterator
@@ -59,10 +58,6 @@ class TokenAlreadyUsed(Exception):
 REDEMPTION_ATTEMPTS = 3
 #: The fast-path pool pings a connection only if it sat idle at least this long.
 IDLE_PING_SECONDS = 1.0
-
-
-class HostConflict(Exception):
-    """A host of that name is enrolled with a different EK."""
 
 
 @dataclass(frozen=True)
@@ -245,7 +240,7 @@ class TTPDatabase:
         try:
             with self._sessions.begin() as session:
                 yield session
-        except (TokenAlreadyUsed, HostConflict):
+        except TokenAlreadyUsed:
             raise
         except IntegrityError:
             raise
@@ -296,45 +291,6 @@ class TTPDatabase:
         :meth:`profile_revision`) comes in the same statement, saving a round trip.
         """
         return self._read_one(self._prepare("host_ak", lambda: _HOST_AK), {"name": name})
-
-    def save_pending_host(self, *, name: str, ek_cert_fingerprint: str, ek_public: str,
-                          ak_public: str, ak_name: str, credential_digest: str,
-                          challenge_expires_at: int) -> None:
-        """Create the host or renew its challenge; the same name with another EK conflicts."""
-        try:
-            with self._transaction() as session:
-                host = session.scalar(select(Host).where(Host.name == name).with_for_update())
-                if host is None:
-                    host = Host(name=name, state="pending",
-                                ek_cert_fingerprint=ek_cert_fingerprint)
-                    session.add(host)
-                elif host.ek_cert_fingerprint != ek_cert_fingerprint:
-                    raise HostConflict(name)
-                host.ek_public = ek_public
-                host.pending_ak_public, host.pending_ak_name = ak_public, ak_name
-                host.credential_digest = credential_digest
-                host.challenge_expires_at = challenge_expires_at
-        except IntegrityError as exc:  # a concurrent enrollment of the same name won
-            raise HostConflict(name) from exc
-
-    def activate_host(self, name: str, credential_digest: str, now: int) -> Host | None:
-        """Make the pending AK active if ``credential_digest`` answers its live challenge.
-
-        Any wrong or late answer also cancels the challenge (one attempt per
-        challenge); returns None then.
-        """
-        with self._transaction() as session:
-            host = session.scalar(select(Host).where(Host.name == name).with_for_update())
-            if host is None or host.credential_digest is None:
-                return None
-            answered = hmac.compare_digest(host.credential_digest, credential_digest)
-            live = (host.challenge_expires_at or 0) >= now
-            if answered and live:
-                host.ak_public, host.ak_name = host.pending_ak_public, host.pending_ak_name
-                host.state, host.activated_at = "active", utcnow()
-            host.pending_ak_public = host.pending_ak_name = None
-            host.credential_digest = host.challenge_expires_at = None
-            return host if answered and live else None
 
     # profiles ------------------------------------------------------------
 

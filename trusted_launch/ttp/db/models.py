@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 
-from sqlalchemy import BigInteger, DateTime, Double, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Double, Integer, String, Text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -28,29 +28,74 @@ class Base(DeclarativeBase):
 
 
 class Host(Base):
-    """An enrolled compute host: its EK identity, active AK and the AK awaiting activation.
+    """An enrolled compute host: its EK identity and its active AK.
 
-    A new AK replaces the active one only after its credential challenge is
-    answered, so a re-enrollment attempt cannot disturb an active host.
+    A row exists only once a credential challenge was answered; challenges
+    awaiting an answer live in :class:`EnrollmentChallenge`, so a new
+    enrollment attempt cannot disturb an active host.
     """
 
     __tablename__ = "hosts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
-    state: Mapped[str] = mapped_column(String(16), nullable=False)  # pending | active
+    state: Mapped[str] = mapped_column(String(16), nullable=False)  # active
     ek_cert_fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
     ek_public: Mapped[str] = mapped_column(Text, nullable=False)  # base64 TPM2B_PUBLIC
     ak_public: Mapped[str | None] = mapped_column(Text)  # active AK, base64 TPM2B_PUBLIC
     ak_name: Mapped[str | None] = mapped_column(String(140))  # hex
-    pending_ak_public: Mapped[str | None] = mapped_column(Text)  # AK awaiting activation
-    pending_ak_name: Mapped[str | None] = mapped_column(String(140))
-    credential_digest: Mapped[str | None] = mapped_column(String(64))
-    challenge_expires_at: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime.datetime] = mapped_column(
         DateTime, default=utcnow, onupdate=utcnow)
     activated_at: Mapped[datetime.datetime | None] = mapped_column(DateTime)
+
+
+class HostRegistration(Base):
+    """A host the operator allowed to enroll: the operator's consent, kept per host name.
+
+    ``ek_cert_fingerprint`` None: no EK approved yet; the first EK presented
+    is kept in ``pending_ek_fingerprint`` until the operator approves it.
+    ``enrollment_approved``: the next enrollment of a new AK is allowed (an
+    activation uses it up; renewing the certificate of the active AK does not).
+    """
+
+    __tablename__ = "host_registrations"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    ek_cert_fingerprint: Mapped[str | None] = mapped_column(String(64))  # hex SHA-256 (DER)
+    pending_ek_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    enrollment_approved: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    failed_activations: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime.datetime] = mapped_column(
+        DateTime, default=utcnow, onupdate=utcnow)
+
+
+class EnrollmentChallenge(Base):
+    """A live credential challenge for one (host, AK): only the secret's SHA-256 is kept."""
+
+    __tablename__ = "enrollment_challenges"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    ak_name: Mapped[str] = mapped_column(String(140), primary_key=True)  # hex
+    ek_cert_fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    ek_public: Mapped[str] = mapped_column(Text, nullable=False)  # base64 TPM2B_PUBLIC
+    ak_public: Mapped[str] = mapped_column(Text, nullable=False)  # base64 TPM2B_PUBLIC
+    credential_digest: Mapped[str] = mapped_column(String(64), nullable=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False)  # unix seconds
+
+
+class ApiToken(Base):
+    """A bearer token of an operator (admin, reader) or a host: only its SHA-256 is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # public, for revocation
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)  # admin | reader | host
+    host: Mapped[str | None] = mapped_column(String(255))  # the host a host token acts for
+    description: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Profile(Base):
