@@ -12,7 +12,8 @@ An instance asks for a trusted launch with the server metadata
 2. lets ``LibvirtDriver._create_image`` download and cache the base image;
 3. checks ``trusted_ttp`` against ``[trusted_launch] allowed_ttp_urls`` and
    runs steps 5-12 (:class:`~trusted_launch.compute.launch.TrustedLaunchHost`):
-   bind key, Certify, TTP attestation, decryption of {N, H} in the TPM;
+   bind key, Certify, TTP attestation (over HTTPS, or oslo.messaging RPC with
+   ``ttp_transport = rpc``), decryption of {N, H} in the TPM;
 4. compares H with the digest of the cached base image in
    ``<instances_path>/_base/`` (the bytes this host boots, hashed once per
    cached file, :mod:`.image_digest`); Glance's ``os_hash_value`` is never used;
@@ -94,6 +95,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import nova.conf
+import oslo_messaging
 from nova import exception
 from nova.compute import vm_states
 from nova.virt.libvirt import driver as libvirt_driver
@@ -124,7 +126,7 @@ from trusted_launch.compute.launch import (
 from trusted_launch.compute.nonce_injection import PendingNonces, create_config_drive_with_nonce
 from trusted_launch.compute.notifications import AttestationNotifier
 from trusted_launch.compute.relaunch import TrustedRelaunchRefused, check_or_commit
-from trusted_launch.compute.ttp_client import TTPClient, check_ttp_url
+from trusted_launch.compute.ttp_client import BaseTTPClient, check_ttp_url, make_ttp_client
 from trusted_launch.conf import compute as compute_conf
 from trusted_launch.conf import scheduler as scheduler_conf
 from trusted_launch.conf import tpm as tpm_conf
@@ -267,7 +269,8 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         self._image_keys: dict[str, EncryptedRoot] = {}  # repr hides each key
         self._launching: dict[str, TrustedLaunchRequest] = {}
         self._relaunching: dict[str, str] = {}  # instance uuid -> the operation starting it
-        self._ttp_clients: dict[str, TTPClient] = {}
+        self._ttp_clients: dict[str, BaseTTPClient] = {}
+        self._rpc_transport = None  # oslo.messaging transport, made on first use (rpc)
         self.notifier: AttestationNotifier | None = None
 
     # Host set-up -----------------------------------------------------------------
@@ -327,6 +330,10 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             self.trusted_device.close()
         if self.notifier is not None:
             self.notifier.close()
+        if self._rpc_transport is not None:
+            self._rpc_transport.cleanup()
+            self._rpc_transport = None
+        self._ttp_clients.clear()
         self.trusted_host = None
         super().cleanup_host(host)
 
@@ -679,14 +686,19 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         with defined_secret(self._host.get_connection(), root):
             yield
 
-    def _ttp_client(self, url: str) -> TTPClient:
+    def _ttp_client(self, url: str) -> BaseTTPClient:
+        """The client of the allowed TTP ``url`` over [trusted_launch] ttp_transport."""
         client = self._ttp_clients.get(url)
         if client is None:
-            group = CONF.trusted_launch
-            client = TTPClient(url, ca_file=group.ttp_ca_file, timeout=group.ttp_timeout,
-                               connect_retries=group.ttp_connect_retries)
+            client = make_ttp_client(CONF.trusted_launch, url, self._get_rpc_transport)
             self._ttp_clients[url] = client
         return client
+
+    def _get_rpc_transport(self):
+        """One oslo.messaging RPC transport ([DEFAULT] transport_url) for every TTP call."""
+        if self._rpc_transport is None:
+            self._rpc_transport = oslo_messaging.get_rpc_transport(CONF)
+        return self._rpc_transport
 
 
 def _fault_reason(refusal: LaunchRefused) -> str:

@@ -21,7 +21,7 @@ from trusted_launch.compute.errors import (
     ReleaseUnusable,
     TTPProtocolError,
 )
-from trusted_launch.compute.ttp_client import TTPClient, b64
+from trusted_launch.compute.ttp_client import BaseTTPClient, b64
 from trusted_launch.crypto.binding import certify_qualifying_data
 from trusted_launch.crypto.errors import SealingError
 from trusted_launch.crypto.sealing import ReleasedSecrets, open_from_bind_key, release_aad
@@ -61,14 +61,14 @@ class TrustedLaunchHost:
         self._read_event_log = read_event_log
         self._bind_key_pcrs = bind_key_pcrs
 
-    def release(self, ttp: TTPClient, *, token: str, launch_id: str,
+    def release(self, ttp: BaseTTPClient, *, token: str, launch_id: str,
                 timer: StepTimer | None = None) -> ReleasedSecrets:
         """Attest this host for ``launch_id`` and return {N, H} from the TTP."""
         timer = timer or StepTimer()
         return self.open(self.attest(ttp, token=token, launch_id=launch_id, timer=timer),
                          timer=timer)
 
-    def attest(self, ttp: TTPClient, *, token: str, launch_id: str,
+    def attest(self, ttp: BaseTTPClient, *, token: str, launch_id: str,
                timer: StepTimer | None = None) -> PendingRelease:
         """Steps 5-11: certify a warm bind key, have the TTP judge this host."""
         timer = timer or StepTimer()

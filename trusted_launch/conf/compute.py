@@ -15,16 +15,28 @@ compute_opts = [
              "refused before a connection is made (no SSRF through instance "
              "properties). Empty: trusted launches are refused."),
     cfg.StrOpt(
+        "ttp_transport", default="https", choices=["https", "rpc"],
+        help="How this host sends its requests to the TTP (attestations, periodic "
+             "host attestations). https: POST to the TTP's /v1 API at the allowed "
+             "URL. rpc: oslo.messaging RPC calls on ttp_rpc_topic over [DEFAULT] "
+             "transport_url, served by trusted-launch-ttp-rpc; the TTP URL must "
+             "still be in allowed_ttp_urls and names the TTP the request is for "
+             "(the token is sealed to that TTP's key). See doc/ttp-transports.md."),
+    cfg.StrOpt(
+        "ttp_rpc_topic", default="trusted_launch_ttp",
+        help="RPC topic the TTP serves (its [rpc] topic), with ttp_transport = rpc."),
+    cfg.StrOpt(
         "ttp_ca_file",
         help="PEM bundle of CA certificates that sign the TTP's HTTPS "
              "certificate. Unset: the system trust store."),
     cfg.FloatOpt(
         "ttp_timeout", default=10.0, min=0.1,
-        help="Seconds to wait for the TTP to answer one attestation request."),
+        help="Seconds to wait for the TTP to answer one request, over either "
+             "transport (the RPC call timeout with ttp_transport = rpc)."),
     cfg.IntOpt(
         "ttp_connect_retries", default=2, min=0,
-        help="Times to retry a failed connection to the TTP before the launch "
-             "is refused as TTP unreachable."),
+        help="Times to retry a failed connection to the TTP (over HTTPS) or to the "
+             "message bus (over RPC) before the launch is refused as TTP unreachable."),
     cfg.StrOpt(
         "host_name",
         help="Name under which this host is enrolled at the TTP. Unset: the "
