@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     import oslo_messaging
 
     from trusted_launch.ttp import rpc, wsgi
-    conf = cfg.ConfigOpts()
+    conf = cfg.CONF  # oslo.messaging reads some of its options from the global one only
     ttp_conf.register_opts(conf)
     logging.register_options(conf)
     conf(sys.argv[1:] if argv is None else argv, project="trusted-launch",

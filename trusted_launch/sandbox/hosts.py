@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from trusted_launch.compute.enrollment import enroll_host
 from trusted_launch.compute.launch import HostIdentity, TrustedLaunchHost
-from trusted_launch.compute.ttp_client import TTPClient
+from trusted_launch.compute.ttp_client import BaseTTPClient, TTPClient
 from trusted_launch.sandbox.swtpm import LocalCA, SwtpmProcess
 from trusted_launch.sandbox.ttp_process import TTPServer
 from trusted_launch.tpm import BindKeyPool, TPMDevice
@@ -41,8 +41,11 @@ def ttp_client(ttp: TTPServer, url: str | None = None, **kwargs) -> TTPClient:
 
 def start_host(name: str, state: pathlib.Path, ca: LocalCA, event_log: pathlib.Path,
                ttp: TTPServer | None, *, pool_size: int = 4,
-               algorithm: str = "ecc") -> SandboxHost:
-    """Boot ``event_log`` into a fresh swtpm, enrol it at ``ttp`` (unless None), warm its pool."""
+               algorithm: str = "ecc", client: BaseTTPClient | None = None) -> SandboxHost:
+    """Boot ``event_log`` into a fresh swtpm, enrol it at ``ttp`` (unless None), warm its pool.
+
+    ``client``: enrol through it (for example over RPC) instead of HTTPS.
+    """
     tpm = SwtpmProcess(state, ca)
     tpm.start()
     try:
@@ -52,7 +55,8 @@ def start_host(name: str, state: pathlib.Path, ca: LocalCA, event_log: pathlib.P
         tpm.stop()
         raise
     try:
-        certificate = enroll_host(device, ttp_client(ttp), name) if ttp is not None else ""
+        certificate = (enroll_host(device, client or ttp_client(ttp), name)
+                       if ttp is not None else "")
         pool = BindKeyPool(device, algorithm=algorithm, pcr_selection=BIND_KEY_PCRS,
                            size=pool_size)
         pool.fill()

@@ -128,18 +128,23 @@ def check_config(conf: cfg.ConfigOpts) -> None:
 
 def make_server(conf: cfg.ConfigOpts, app: TTPApplication,
                 transport: oslo_messaging.Transport) -> oslo_messaging.rpc.RPCServer:
-    """An RPC server (threading executor) for ``app`` on ``[rpc] topic``."""
+    """An RPC server for ``app`` on ``[rpc] topic`` (threads: the process is not green)."""
     check_config(conf)
     target = oslo_messaging.Target(topic=conf.rpc.topic,
                                    server=conf.rpc.server_name or socket.gethostname())
     endpoint = TTPRPCEndpoint(app, conf.rpc.ttp_url, conf.rpc.topic)
     return oslo_messaging.get_rpc_server(
-        transport, target, [endpoint], executor="threading",
+        transport, target, [endpoint],
         access_policy=oslo_messaging.DefaultRPCAccessPolicy)
 
 
 def run(conf: cfg.ConfigOpts, make_app: Callable[[], TTPApplication]) -> None:
-    """Serve ``[rpc] topic`` until SIGTERM or SIGINT."""
+    """Serve ``[rpc] topic`` until SIGTERM or SIGINT.
+
+    ``conf`` must be the global ``cfg.CONF``: oslo.messaging 18.3 registers its
+    tracing, metrics and dispatcher options there only, yet reads them from the
+    transport's configuration.
+    """
     check_config(conf)  # before touching the bus or the database
     app = make_app()
     transport = oslo_messaging.get_rpc_transport(conf)
