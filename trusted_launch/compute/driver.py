@@ -126,6 +126,7 @@ from trusted_launch.compute.launch import (
 from trusted_launch.compute.nonce_injection import PendingNonces, create_config_drive_with_nonce
 from trusted_launch.compute.notifications import AttestationNotifier
 from trusted_launch.compute.relaunch import TrustedRelaunchRefused, check_or_commit
+from trusted_launch.compute.release_receipt import load_receipt_keys
 from trusted_launch.compute.ttp_client import BaseTTPClient, check_ttp_url, make_ttp_client
 from trusted_launch.conf import compute as compute_conf
 from trusted_launch.conf import scheduler as scheduler_conf
@@ -286,6 +287,8 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
     def _init_trusted_launch(self, host: str) -> None:
         group = CONF.trusted_launch
         certificate = read_ak_certificate(group.ak_certificate_file)
+        receipt_keys = load_receipt_keys(group.ttp_receipt_key_file,
+                                         required=group.ttp_transport == "rpc")
         device = make_tpm_device()
         try:
             device.ensure_attestation_key()
@@ -299,7 +302,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             device=device, pool=pool,
             identity=HostIdentity(group.host_name or host, certificate),
             read_event_log=make_event_log_reader(group.event_log_path),
-            bind_key_pcrs=group.bind_key_pcrs)
+            bind_key_pcrs=group.bind_key_pcrs, receipt_keys=receipt_keys)
         self.host_security_profile = group.host_security_profile
         self.notifier = AttestationNotifier(conf=CONF)
         self.pool_refiller.start()

@@ -26,6 +26,15 @@ compute_opts = [
         "ttp_rpc_topic", default="trusted_launch_ttp",
         help="RPC topic the TTP serves (its [rpc] topic), with ttp_transport = rpc."),
     cfg.StrOpt(
+        "ttp_receipt_key_file",
+        help="PEM file of the TTP's receipt public key (GET /v1/keys: "
+             "receipt_keys[0].public_key). Set: each release must come with the TTP's "
+             "signed receipt of a trusted decision about this launch and host, bound to "
+             "the N the release holds; else the launch is refused "
+             "(release_unauthenticated). Required with ttp_transport = rpc, where "
+             "nothing else authenticates the TTP's answer (unset: trusted launch is "
+             "disabled on this host, saying why)."),
+    cfg.StrOpt(
         "ttp_ca_file",
         help="PEM bundle of CA certificates that sign the TTP's HTTPS "
              "certificate. Unset: the system trust store."),
