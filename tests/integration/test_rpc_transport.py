@@ -30,17 +30,22 @@ from tests.conftest import EVENTLOG_DIR
 from trusted_launch.client.launch_token import create_launch_token
 from trusted_launch.compute.errors import (
     AttestationRefused,
+    ReleaseUnauthenticated,
     ReleaseUnusable,
     TTPUnreachable,
 )
 from trusted_launch.compute.host_monitor import HostMonitor
-from trusted_launch.compute.launch import check_image_digest
+from trusted_launch.compute.launch import TrustedLaunchHost, check_image_digest
+from trusted_launch.compute.release_receipt import ReceiptKeys
 from trusted_launch.compute.ttp_rpc_client import NAMESPACE, VERSION, RPCTTPClient
 from trusted_launch.crypto._encoding import b64url_decode, b64url_encode
 from trusted_launch.crypto.digest import digest_file
 from trusted_launch.crypto.nonce import read_nonce_file
+from trusted_launch.crypto.receipt import load_receipt_public_key, receipt_key_id
+from trusted_launch.crypto.sealing import ReleasedSecrets, release_aad, seal_to_bind_key
+from trusted_launch.evidence.tpm2 import parse_public
 from trusted_launch.sandbox.databases import DatabaseUnavailable, postgres_database
-from trusted_launch.sandbox.hosts import SandboxHost, start_host
+from trusted_launch.sandbox.hosts import BIND_KEY_PCRS, SandboxHost, start_host
 from trusted_launch.sandbox.pki import CertificateAuthority
 from trusted_launch.sandbox.ttp_process import TTPServer, start_ttp
 from trusted_launch.sandbox.ttp_rpc_process import TTPRPCServer, rpc_transport, start_ttp_rpc
@@ -222,9 +227,20 @@ def relay(relay_topic: BusRelay) -> Iterator[BusRelay]:
 
 
 @pytest.fixture(scope="module")
-def hosts(ttp: TTPServer, rpc_server: TTPRPCServer, transport,
+def receipt_keys(ttp: TTPServer) -> ReceiptKeys:
+    """The TTP's receipt key, pinned by the operator from GET /v1/keys (HTTPS)."""
+    key = load_receipt_public_key(ttp.request("GET", "/v1/keys").json()["receipt_keys"][0]
+                                  ["public_key"])
+    return {receipt_key_id(key): key}
+
+
+@pytest.fixture(scope="module")
+def hosts(ttp: TTPServer, rpc_server: TTPRPCServer, transport, receipt_keys,
           swtpm_state_cache) -> Iterator[dict[str, SandboxHost]]:
-    """Two hosts enrolled over RPC: ``trusted`` (Secure Boot) and ``untrusted`` (low only)."""
+    """Two hosts enrolled over RPC: ``trusted`` (Secure Boot) and ``untrusted`` (low only).
+
+    As ``ttp_transport = rpc`` requires, each authenticates releases by the TTP's receipt.
+    """
     suffix = secrets.token_hex(3)
     started: dict[str, SandboxHost] = {}
     try:
@@ -232,7 +248,8 @@ def hosts(ttp: TTPServer, rpc_server: TTPRPCServer, transport,
                                              ("untrusted", UNTRUSTED_LOG))):
             started[role] = start_host(f"rpc-{role}-{suffix}", swtpm_state_cache.state(index),
                                        swtpm_state_cache.ca, log, ttp, pool_size=2,
-                                       client=rpc_server.client(transport))
+                                       client=rpc_server.client(transport),
+                                       receipt_keys=receipt_keys)
         yield started
     finally:
         for host in started.values():
@@ -418,3 +435,70 @@ def test_rpc_server_log_holds_no_token_or_n(hosts, rpc_server, transport, tenant
     assert "serving RPC topic" in log
     assert token not in log and token[20:60] not in log
     assert not [form for form in wire_forms(nonce) if form in log]
+
+
+def forge_release(nonce: bytes, image: pathlib.Path, *, keep_receipt: bool):
+    """An answer filter: the bus's own release of ``nonce``, sealed to the request's bind key.
+
+    Everything it needs is public: the bind key's public area and the launch id
+    are in the request, the image digest is Glance's. The TTP's genuine
+    receipt is kept (or dropped) beside it.
+    """
+    def forge(operation: str, answer: dict, arguments: dict) -> dict:
+        request = json.loads(arguments["body"])
+        public = parse_public(base64.b64decode(request["bind_key_public"]), tpm2b=True)
+        envelope = seal_to_bind_key(
+            public.public_key(), ReleasedSecrets(nonce, digest_file(image, "sha512")),
+            aad=release_aad(request["launch_id"], public.name))
+        body = dict(answer["body"], released=base64.b64encode(envelope).decode())
+        if not keep_receipt:
+            body.pop("receipt", None)
+        return dict(answer, body=body)
+    return forge
+
+
+def _with_request(relay: BusRelay, forge) -> Callable[[str, dict], dict]:
+    return lambda operation, answer: forge(operation, answer, relay.calls[-1][1])
+
+
+def _without_receipt_check(host: SandboxHost) -> TrustedLaunchHost:
+    """The same host, TPM and pool, not authenticating releases (HTTPS relies on TLS)."""
+    return TrustedLaunchHost(device=host.device, pool=host.pool,
+                             identity=host.runner._identity,
+                             read_event_log=host.event_log.read_bytes,
+                             bind_key_pcrs=BIND_KEY_PCRS)
+
+
+def test_forged_release_opens_without_the_receipt_check(hosts, relay, via_relay, tenant,
+                                                        image):
+    """Why RPC needs the receipt check: the bus can seal a release of its own choosing."""
+    token, nonce = tenant("high")
+    chosen = secrets.token_bytes(32)
+    relay.answers = _with_request(relay, forge_release(chosen, image, keep_receipt=True))
+    released = _without_receipt_check(hosts["trusted"]).release(via_relay, token=token,
+                                                                launch_id=_launch())
+    assert released.nonce == chosen != nonce
+
+
+@pytest.mark.parametrize("keep_receipt", [True, False], ids=["genuine-receipt", "no-receipt"])
+def test_forged_release_refused_by_receipt_check(hosts, relay, via_relay, tenant, image,
+                                                 keep_receipt):
+    token, _ = tenant("high")
+    relay.answers = _with_request(relay, forge_release(secrets.token_bytes(32), image,
+                                                       keep_receipt=keep_receipt))
+    with pytest.raises(ReleaseUnauthenticated) as refused:
+        hosts["trusted"].runner.release(via_relay, token=token, launch_id=_launch())
+    assert refused.value.check == "release_unauthenticated"
+    assert ("not bound to this launch nonce" if keep_receipt else "no signed receipt") \
+        in refused.value.reason
+
+
+def test_receipt_of_another_launch_refused(hosts, relay, via_relay, tenant):
+    earlier_token, _ = tenant("high")
+    hosts["trusted"].runner.release(via_relay, token=earlier_token, launch_id=_launch())
+    earlier_receipt = relay.calls[0][2]["body"]["receipt"]
+    token, _ = tenant("high")
+    relay.answers = lambda operation, answer: dict(
+        answer, body=dict(answer["body"], receipt=earlier_receipt))
+    with pytest.raises(ReleaseUnauthenticated, match="another launch token"):
+        hosts["trusted"].runner.release(via_relay, token=token, launch_id=_launch())

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from trusted_launch.compute.enrollment import enroll_host
 from trusted_launch.compute.launch import HostIdentity, TrustedLaunchHost
+from trusted_launch.compute.release_receipt import ReceiptKeys
 from trusted_launch.compute.ttp_client import BaseTTPClient, TTPClient
 from trusted_launch.sandbox.swtpm import LocalCA, SwtpmProcess
 from trusted_launch.sandbox.ttp_process import TTPServer
@@ -41,10 +42,12 @@ def ttp_client(ttp: TTPServer, url: str | None = None, **kwargs) -> TTPClient:
 
 def start_host(name: str, state: pathlib.Path, ca: LocalCA, event_log: pathlib.Path,
                ttp: TTPServer | None, *, pool_size: int = 4,
-               algorithm: str = "ecc", client: BaseTTPClient | None = None) -> SandboxHost:
+               algorithm: str = "ecc", client: BaseTTPClient | None = None,
+               receipt_keys: ReceiptKeys | None = None) -> SandboxHost:
     """Boot ``event_log`` into a fresh swtpm, enrol it at ``ttp`` (unless None), warm its pool.
 
     ``client``: enrol through it (for example over RPC) instead of HTTPS.
+    ``receipt_keys``: authenticate each release by the TTP's receipt (as over RPC).
     """
     tpm = SwtpmProcess(state, ca)
     tpm.start()
@@ -67,7 +70,7 @@ def start_host(name: str, state: pathlib.Path, ca: LocalCA, event_log: pathlib.P
     runner = TrustedLaunchHost(device=device, pool=pool,
                                identity=HostIdentity(name, certificate),
                                read_event_log=event_log.read_bytes,
-                               bind_key_pcrs=BIND_KEY_PCRS)
+                               bind_key_pcrs=BIND_KEY_PCRS, receipt_keys=receipt_keys)
     return SandboxHost(name, tpm, device, pool, runner, event_log)
 
 
