@@ -289,6 +289,8 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         certificate = read_ak_certificate(group.ak_certificate_file)
         receipt_keys = load_receipt_keys(group.ttp_receipt_key_file,
                                          required=group.ttp_transport == "rpc")
+        if group.ttp_transport == "rpc" and self._rpc_transport is None:
+            self._rpc_transport = make_rpc_transport()
         device = make_tpm_device()
         try:
             device.ensure_attestation_key()
@@ -697,11 +699,24 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             self._ttp_clients[url] = client
         return client
 
-    def _get_rpc_transport(self):
-        """One oslo.messaging RPC transport ([DEFAULT] transport_url) for every TTP call."""
+    def _get_rpc_transport(self) -> oslo_messaging.Transport:
+        """The RPC transport init_host made (ttp_transport = rpc); made now if it did not."""
         if self._rpc_transport is None:
-            self._rpc_transport = oslo_messaging.get_rpc_transport(CONF)
+            self._rpc_transport = make_rpc_transport()
         return self._rpc_transport
+
+
+def make_rpc_transport() -> oslo_messaging.Transport:
+    """The RPC transport to the TTP (ttp_rpc_transport_url, else [DEFAULT] transport_url).
+
+    ValueError if the URL is unusable (invalid, or its driver is missing).
+    """
+    try:
+        return oslo_messaging.get_rpc_transport(
+            CONF, url=CONF.trusted_launch.ttp_rpc_transport_url or None)
+    except oslo_messaging.MessagingException as exc:
+        raise ValueError(f"ttp_transport = rpc: the transport URL is unusable "
+                         f"({type(exc).__name__})") from None
 
 
 def _fault_reason(refusal: LaunchRefused) -> str:

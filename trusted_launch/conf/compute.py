@@ -26,6 +26,12 @@ compute_opts = [
         "ttp_rpc_topic", default="trusted_launch_ttp",
         help="RPC topic the TTP serves (its [rpc] topic), with ttp_transport = rpc."),
     cfg.StrOpt(
+        "ttp_rpc_transport_url", secret=True,
+        help="oslo.messaging transport URL of the bus the TTP's RPC topic is on, with "
+             "ttp_transport = rpc; for example a vhost of its own, so that the TTP needs "
+             "no credentials on Nova's: rabbit://compute:PASSWORD@rabbit:5672/ttp. "
+             "Unset: [DEFAULT] transport_url."),
+    cfg.StrOpt(
         "ttp_receipt_key_file",
         help="PEM file of the TTP's receipt public key (GET /v1/keys: "
              "receipt_keys[0].public_key). Set: each release must come with the TTP's "
