@@ -37,7 +37,7 @@ from trusted_launch.compute.errors import (
 from trusted_launch.compute.host_monitor import HostMonitor
 from trusted_launch.compute.launch import TrustedLaunchHost, check_image_digest
 from trusted_launch.compute.release_receipt import ReceiptKeys
-from trusted_launch.compute.ttp_rpc_client import NAMESPACE, VERSION, RPCTTPClient
+from trusted_launch.compute.ttp_rpc_client import EXCHANGE, NAMESPACE, VERSION, RPCTTPClient
 from trusted_launch.crypto._encoding import b64url_decode, b64url_encode
 from trusted_launch.crypto.digest import digest_file
 from trusted_launch.crypto.nonce import read_nonce_file
@@ -96,10 +96,11 @@ class BusRelay:
         self.answers: Callable[[str, dict], dict] = lambda operation, answer: answer
         self.wire: list[str] = []
         self.calls: list[tuple[str, dict, dict]] = []
-        back_target = oslo_messaging.Target(topic=back, namespace=NAMESPACE, version=VERSION)
+        back_target = oslo_messaging.Target(exchange=EXCHANGE, topic=back, namespace=NAMESPACE,
+                                            version=VERSION)
         self.forward = oslo_messaging.get_rpc_client(transport, back_target, timeout=30)
         self._server = oslo_messaging.get_rpc_server(
-            transport, oslo_messaging.Target(topic=front, server="relay"),
+            transport, oslo_messaging.Target(exchange=EXCHANGE, topic=front, server="relay"),
             [_RelayEndpoint(self)],
             access_policy=oslo_messaging.DefaultRPCAccessPolicy)
 
@@ -324,7 +325,8 @@ def test_periodic_host_attestation_over_rpc(hosts, rpc_server, transport):
     json.dumps({"launch_id": "l", "pad": "x" * 300_000}),
 ], ids=["not-an-object", "not-json", "fields-missing", "too-large"])
 def test_rpc_and_https_give_the_same_answer_to_bad_bodies(ttp, rpc_server, transport, body):
-    target = oslo_messaging.Target(topic=rpc_server.topic, namespace=NAMESPACE, version=VERSION)
+    target = oslo_messaging.Target(exchange=EXCHANGE, topic=rpc_server.topic,
+                                   namespace=NAMESPACE, version=VERSION)
     raw = oslo_messaging.get_rpc_client(transport, target, timeout=30)
     over_rpc = raw.call({}, "attest", ttp_url=ttp.url, body=body)
     over_https = ttp.request("POST", "/v1/attestations", data=body.encode(),
@@ -351,7 +353,8 @@ def test_no_ttp_on_the_topic_is_unreachable(hosts, ttp, transport, tenant):
 
 
 def test_endpoint_and_client_agree_on_the_rpc_api():
-    assert (ttp_rpc.NAMESPACE, ttp_rpc.VERSION) == (NAMESPACE, VERSION)
+    assert (ttp_rpc.EXCHANGE, ttp_rpc.NAMESPACE, ttp_rpc.VERSION) == (EXCHANGE, NAMESPACE,
+                                                                      VERSION)
 
 
 # A man in the middle on the bus --------------------------------------------------------------

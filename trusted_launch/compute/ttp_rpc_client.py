@@ -19,7 +19,9 @@ import oslo_messaging
 from trusted_launch.compute.errors import TTPProtocolError, TTPUnreachable
 from trusted_launch.compute.ttp_client import BaseTTPClient, answer_or_refuse
 
-#: The RPC namespace and version the TTP's endpoint serves (trusted_launch.ttp.rpc).
+#: The RPC exchange, namespace and version the TTP's endpoint serves (trusted_launch.ttp.rpc);
+#: the exchange is fixed, whatever [DEFAULT] control_exchange the host's service has.
+EXCHANGE = "trusted_launch"
 NAMESPACE = "trusted_launch_ttp"
 VERSION = "1.0"
 
@@ -32,7 +34,8 @@ class RPCTTPClient(BaseTTPClient):
         super().__init__(base_url)
         self.topic = topic
         self._timeout = timeout
-        target = oslo_messaging.Target(topic=topic, namespace=NAMESPACE, version=VERSION)
+        target = oslo_messaging.Target(exchange=EXCHANGE, topic=topic, namespace=NAMESPACE,
+                                       version=VERSION)
         self._client = oslo_messaging.get_rpc_client(transport, target, timeout=timeout,
                                                      retry=retries)
 

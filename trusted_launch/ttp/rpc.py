@@ -30,7 +30,9 @@ from trusted_launch.ttp.errors import BadRequest, NotFound, PayloadTooLarge
 from trusted_launch.ttp.host_status import HostStatusService
 
 LOG = logging.getLogger(__name__)
-#: RPC namespace and version of this API; the compute side's client names the same.
+#: RPC exchange, namespace and version of this API; the compute side's client names the
+#: same. The exchange is fixed, not [DEFAULT] control_exchange, which Nova sets to "nova".
+EXCHANGE = "trusted_launch"
 NAMESPACE = "trusted_launch_ttp"
 VERSION = "1.0"
 
@@ -130,7 +132,7 @@ def make_server(conf: cfg.ConfigOpts, app: TTPApplication,
                 transport: oslo_messaging.Transport) -> oslo_messaging.rpc.RPCServer:
     """An RPC server for ``app`` on ``[rpc] topic`` (threads: the process is not green)."""
     check_config(conf)
-    target = oslo_messaging.Target(topic=conf.rpc.topic,
+    target = oslo_messaging.Target(exchange=EXCHANGE, topic=conf.rpc.topic,
                                    server=conf.rpc.server_name or socket.gethostname())
     endpoint = TTPRPCEndpoint(app, conf.rpc.ttp_url, conf.rpc.topic)
     return oslo_messaging.get_rpc_server(
