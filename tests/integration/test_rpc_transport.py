@@ -404,8 +404,9 @@ def test_tampered_release_refused_by_tpm(hosts, relay, via_relay, tenant):
         return dict(answer, body=body)
 
     relay.answers = tamper
-    with pytest.raises(ReleaseUnusable):
+    with pytest.raises(ReleaseUnusable) as refused:
         hosts["trusted"].runner.release(via_relay, token=token, launch_id=_launch())
+    assert refused.value.check == "release_unusable"
     assert relay.calls[0][2]["status"] == 200  # the TTP did release; the bus broke it
     assert not [form for form in wire_forms(nonce) if form in "\n".join(relay.wire)]
 
@@ -419,14 +420,41 @@ def test_replayed_attestation_request_refused(hosts, relay, via_relay, tenant, t
     assert replayed["body"]["error"]["check"] == "token_replayed"
 
 
+def test_replayed_periodic_quote_refused(hosts, relay, via_relay):
+    host = hosts["trusted"]
+    monitor = HostMonitor(device=host.device, ttp=via_relay, host_name=host.name,
+                          read_event_log=host.event_log.read_bytes,
+                          pcr_selection=BIND_KEY_PCRS)
+    assert monitor.run_once().profile == "high"
+    operation, recorded, answer = relay.calls[-1]
+    assert (operation, answer["status"]) == ("host_attestation", 200)
+    replayed = relay.forward.call({}, "host_attestation", **recorded)
+    assert replayed["status"] == 403
+    assert replayed["body"]["error"]["check"] == "nonce_unknown"
+
+
+def test_tampered_periodic_quote_refused(hosts, relay, via_relay):
+    host = hosts["trusted"]
+    relay.requests = lambda operation, arguments: (
+        edit_body(arguments, lambda body: flip_b64(body, "quote"))
+        if operation == "host_attestation" else arguments)
+    monitor = HostMonitor(device=host.device, ttp=via_relay, host_name=host.name,
+                          read_event_log=host.event_log.read_bytes,
+                          pcr_selection=BIND_KEY_PCRS)
+    report = monitor.run_once()
+    assert (report.profile, report.from_ttp) == (None, False)
+    assert report.check == "quote_signature"
+
+
 def test_replayed_release_refused_by_tpm(hosts, relay, via_relay, tenant):
     earlier_token, _ = tenant("high")
     hosts["trusted"].runner.release(via_relay, token=earlier_token, launch_id=_launch())
     earlier_answer = relay.calls[0][2]
     token, _ = tenant("high")
     relay.answers = lambda operation, answer: earlier_answer
-    with pytest.raises(ReleaseUnusable):
+    with pytest.raises(ReleaseUnusable) as refused:
         hosts["trusted"].runner.release(via_relay, token=token, launch_id=_launch())
+    assert refused.value.check == "release_unusable"
     assert relay.calls[1][2]["body"]["released"] != earlier_answer["body"]["released"]
 
 
