@@ -271,7 +271,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         self._launching: dict[str, TrustedLaunchRequest] = {}
         self._relaunching: dict[str, str] = {}  # instance uuid -> the operation starting it
         self._ttp_clients: dict[str, BaseTTPClient] = {}
-        self._rpc_transport = None  # oslo.messaging transport, made on first use (rpc)
+        self._rpc_transport = None  # oslo.messaging transport; init_host makes it (rpc)
         self.notifier: AttestationNotifier | None = None
 
     # Host set-up -----------------------------------------------------------------
