@@ -336,7 +336,10 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         if self.notifier is not None:
             self.notifier.close()
         if self._rpc_transport is not None:
-            self._rpc_transport.cleanup()
+            # Closing the bus connections takes seconds (under eventlet); Nova's shutdown
+            # must not wait for it.
+            threading.Thread(target=self._rpc_transport.cleanup, daemon=True,
+                             name="trusted-launch-rpc-cleanup").start()
             self._rpc_transport = None
         self._ttp_clients.clear()
         self.trusted_host = None
