@@ -11,7 +11,8 @@ unreachable; one that alters it gets a named refusal from the TTP or the TPM
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import oslo_messaging
@@ -24,6 +25,8 @@ from trusted_launch.compute.ttp_client import BaseTTPClient, answer_or_refuse
 EXCHANGE = "trusted_launch"
 NAMESPACE = "trusted_launch_ttp"
 VERSION = "1.0"
+#: Seconds past the call's own timeout before the caller gives up on a stuck call.
+DEADLINE_GRACE_S = 1.0
 
 
 class RPCTTPClient(BaseTTPClient):
@@ -47,7 +50,12 @@ class RPCTTPClient(BaseTTPClient):
         if body is not None:
             arguments["body"] = json.dumps(dict(body), separators=(",", ":"))
         try:
-            envelope = self._client.call({}, operation, **arguments)
+            envelope = call_with_deadline(
+                lambda: self._client.call({}, operation, **arguments),
+                self._timeout + DEADLINE_GRACE_S)
+        except TimeoutError:
+            raise TTPUnreachable(f"no answer on RPC topic {self.topic!r} within "
+                                 f"{self._timeout:g} s: the message bus is unreachable") from None
         except oslo_messaging.MessagingTimeout:
             raise TTPUnreachable(f"no TTP answered on RPC topic {self.topic!r} within "
                                  f"{self._timeout:g} s") from None
@@ -59,6 +67,33 @@ class RPCTTPClient(BaseTTPClient):
                                  f"{type(exc).__name__}") from None
         status, answer = _unwrap(envelope)
         return answer_or_refuse(self.base_url, status, answer, None)
+
+
+def call_with_deadline(call: Callable[[], object], deadline: float) -> object:
+    """``call()``'s result or exception; TimeoutError if it takes over ``deadline`` seconds.
+
+    oslo.messaging (18.3) connects the reply queue of a client's first call with
+    unbounded retries, whatever ``retry`` says, so with the bus down that call
+    never returns. It runs in a daemon thread that is left behind on timeout
+    (it finishes, its answer unused, once the bus is back).
+    """
+    outcome: dict[str, object] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True, name="trusted-launch-ttp-rpc-call").start()
+    if not done.wait(deadline):
+        raise TimeoutError(f"no result within {deadline:g} s")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]
 
 
 def _unwrap(envelope: object) -> tuple[int, object]:

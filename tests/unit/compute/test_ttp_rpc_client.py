@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import oslo_messaging
 import pytest
 from oslo_config import cfg
 
 from trusted_launch.compute.errors import AttestationRefused, TTPProtocolError, TTPUnreachable
 from trusted_launch.compute.ttp_client import TTPClient, make_ttp_client
-from trusted_launch.compute.ttp_rpc_client import RPCTTPClient
+from trusted_launch.compute.ttp_rpc_client import RPCTTPClient, call_with_deadline
 from trusted_launch.conf import compute as compute_conf
 
 URL = "https://ttp.example.org:9443"
@@ -66,3 +68,32 @@ def test_transport_option_selects_the_client() -> None:
     client = make_ttp_client(conf.trusted_launch, URL, transport)
     assert isinstance(client, RPCTTPClient) and client.topic == "trusted_launch_ttp"
     assert client.base_url == URL and len(transports) == 1
+
+
+def test_deadline_passes_results_and_exceptions_through() -> None:
+    assert call_with_deadline(lambda: {"status": 200}, 5) == {"status": 200}
+    with pytest.raises(oslo_messaging.MessagingTimeout):
+        call_with_deadline(_raise(oslo_messaging.MessagingTimeout("late")), 5)
+
+
+def test_a_call_that_never_returns_times_out() -> None:
+    never = threading.Event()
+    with pytest.raises(TimeoutError):
+        call_with_deadline(lambda: never.wait(30), 0.2)
+    never.set()
+
+
+def test_stuck_call_is_unreachable_not_a_hang() -> None:
+    client = _Answering(None)
+    never = threading.Event()
+    client._client.call = lambda ctxt, method, **kwargs: never.wait(30)
+    client._timeout = 0.1
+    with pytest.raises(TTPUnreachable, match="message bus is unreachable"):
+        client.host_challenge("cmp1")
+    never.set()
+
+
+def _raise(exc: Exception):
+    def call():
+        raise exc
+    return call
