@@ -21,7 +21,7 @@ import traceback
 HERE = pathlib.Path(__file__).resolve().parent
 MODULES = ("bench_eventlog", "bench_ima", "bench_tpm2", "bench_digest", "bench_filter",
            "bench_tpm", "bench_protocol", "bench_ttp", "bench_host_monitor",
-           "bench_encrypted_image", "bench_access")
+           "bench_encrypted_image", "bench_access", "bench_rpc")
 REQUIRED = ("launch_added_ms_p50", "launch_added_ms_p95", "plain_launch_ms_p50",
             "tpm_commands_per_launch", "ttp_verify_per_s_core", "ttp_https_per_s",
             "ttp_https_p95_ms", "filter_ns_per_host", "aggregate_extra_specs_ns_per_host",
@@ -80,6 +80,11 @@ COMPARISONS = (
     ("authz_public_us", "baseline_wsgi_keys_us", "same", None),
     ("authz_host_token_uncached_us", "baseline_wsgi_keys_us",
      "same; a token is looked up at most once per 10 s per worker", None),
+    ("rpc_launch_ms_p50", "https_launch_ms_p50",
+     "the same host's launches over HTTPS, interleaved (bench_rpc)", None),
+    ("rpc_launch_ms_p95", "https_launch_ms_p95", "same, p95", None),
+    ("rpc_ttp_round_trip_ms_p50", "https_ttp_round_trip_ms_p50",
+     "the TTP step over HTTPS, same launches", None),
     ("tpm_certify_ms", "baseline_tpm_get_random_ms", "TPM2_GetRandom round trip", None),
     ("tpm_ecdh_zgen_prestarted_ms", "baseline_software_ecdh_ms", "ECDH in software", None),
 )

@@ -11,5 +11,5 @@ if [ "$#" -gt 0 ]; then
     exec .venv/bin/python -m pytest "$@"
 fi
 .venv/bin/python -m pytest -n 2
-.venv/bin/python tools/pytest_eventlet.py tests/nova/test_trusted_compute.py \
+.venv/bin/python tools/pytest_eventlet.py tests/nova/test_trusted_compute.py tests/nova/test_trusted_rpc.py \
     tests/nova/test_security_profile_filter.py::BootPlacementTest

@@ -12,7 +12,8 @@ An instance asks for a trusted launch with the server metadata
 2. lets ``LibvirtDriver._create_image`` download and cache the base image;
 3. checks ``trusted_ttp`` against ``[trusted_launch] allowed_ttp_urls`` and
    runs steps 5-12 (:class:`~trusted_launch.compute.launch.TrustedLaunchHost`):
-   bind key, Certify, TTP attestation, decryption of {N, H} in the TPM;
+   bind key, Certify, TTP attestation (over HTTPS, or oslo.messaging RPC with
+   ``ttp_transport = rpc``), decryption of {N, H} in the TPM;
 4. compares H with the digest of the cached base image in
    ``<instances_path>/_base/`` (the bytes this host boots, hashed once per
    cached file, :mod:`.image_digest`); Glance's ``os_hash_value`` is never used;
@@ -94,6 +95,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import nova.conf
+import oslo_messaging
 from nova import exception
 from nova.compute import vm_states
 from nova.virt.libvirt import driver as libvirt_driver
@@ -124,11 +126,11 @@ from trusted_launch.compute.launch import (
 from trusted_launch.compute.nonce_injection import PendingNonces, create_config_drive_with_nonce
 from trusted_launch.compute.notifications import AttestationNotifier
 from trusted_launch.compute.relaunch import TrustedRelaunchRefused, check_or_commit
-from trusted_launch.compute.ttp_client import TTPClient, check_ttp_url
+from trusted_launch.compute.release_receipt import load_receipt_keys
+from trusted_launch.compute.ttp_client import BaseTTPClient, check_ttp_url, make_ttp_client
 from trusted_launch.conf import compute as compute_conf
 from trusted_launch.conf import scheduler as scheduler_conf
 from trusted_launch.conf import tpm as tpm_conf
-from trusted_launch.crypto.api_token import read_api_token
 from trusted_launch.tpm import BindKeyPool, TPMDevice, TPMError
 
 LOG = logging.getLogger(__name__)
@@ -268,7 +270,8 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         self._image_keys: dict[str, EncryptedRoot] = {}  # repr hides each key
         self._launching: dict[str, TrustedLaunchRequest] = {}
         self._relaunching: dict[str, str] = {}  # instance uuid -> the operation starting it
-        self._ttp_clients: dict[str, TTPClient] = {}
+        self._ttp_clients: dict[str, BaseTTPClient] = {}
+        self._rpc_transport = None  # oslo.messaging transport; init_host makes it (rpc)
         self.notifier: AttestationNotifier | None = None
 
     # Host set-up -----------------------------------------------------------------
@@ -284,6 +287,10 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
     def _init_trusted_launch(self, host: str) -> None:
         group = CONF.trusted_launch
         certificate = read_ak_certificate(group.ak_certificate_file)
+        receipt_keys = load_receipt_keys(group.ttp_receipt_key_file,
+                                         required=group.ttp_transport == "rpc")
+        if group.ttp_transport == "rpc" and self._rpc_transport is None:
+            self._rpc_transport = make_rpc_transport()
         device = make_tpm_device()
         try:
             device.ensure_attestation_key()
@@ -297,7 +304,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             device=device, pool=pool,
             identity=HostIdentity(group.host_name or host, certificate),
             read_event_log=make_event_log_reader(group.event_log_path),
-            bind_key_pcrs=group.bind_key_pcrs)
+            bind_key_pcrs=group.bind_key_pcrs, receipt_keys=receipt_keys)
         self.host_security_profile = group.host_security_profile
         self.notifier = AttestationNotifier(conf=CONF)
         self.pool_refiller.start()
@@ -328,6 +335,13 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             self.trusted_device.close()
         if self.notifier is not None:
             self.notifier.close()
+        if self._rpc_transport is not None:
+            # Closing the bus connections takes seconds (under eventlet); Nova's shutdown
+            # must not wait for it.
+            threading.Thread(target=self._rpc_transport.cleanup, daemon=True,
+                             name="trusted-launch-rpc-cleanup").start()
+            self._rpc_transport = None
+        self._ttp_clients.clear()
         self.trusted_host = None
         super().cleanup_host(host)
 
@@ -680,16 +694,32 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         with defined_secret(self._host.get_connection(), root):
             yield
 
-    def _ttp_client(self, url: str) -> TTPClient:
+    def _ttp_client(self, url: str) -> BaseTTPClient:
+        """The client of the allowed TTP ``url`` over [trusted_launch] ttp_transport."""
         client = self._ttp_clients.get(url)
         if client is None:
-            group = CONF.trusted_launch
-            token_file = group.ttp_auth_token_file
-            client = TTPClient(url, ca_file=group.ttp_ca_file, timeout=group.ttp_timeout,
-                               connect_retries=group.ttp_connect_retries,
-                               auth_token=read_api_token(token_file) if token_file else None)
+            client = make_ttp_client(CONF.trusted_launch, url, self._get_rpc_transport)
             self._ttp_clients[url] = client
         return client
+
+    def _get_rpc_transport(self) -> oslo_messaging.Transport:
+        """The RPC transport init_host made (ttp_transport = rpc); made now if it did not."""
+        if self._rpc_transport is None:
+            self._rpc_transport = make_rpc_transport()
+        return self._rpc_transport
+
+
+def make_rpc_transport() -> oslo_messaging.Transport:
+    """The RPC transport to the TTP (ttp_rpc_transport_url, else [DEFAULT] transport_url).
+
+    ValueError if the URL is unusable (invalid, or its driver is missing).
+    """
+    try:
+        return oslo_messaging.get_rpc_transport(
+            CONF, url=CONF.trusted_launch.ttp_rpc_transport_url or None)
+    except oslo_messaging.MessagingException as exc:
+        raise ValueError(f"ttp_transport = rpc: the transport URL is unusable "
+                         f"({type(exc).__name__})") from None
 
 
 def _fault_reason(refusal: LaunchRefused) -> str:

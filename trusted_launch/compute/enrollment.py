@@ -11,10 +11,10 @@ from __future__ import annotations
 import base64
 
 from trusted_launch.compute.errors import TTPProtocolError
-from trusted_launch.compute.ttp_client import TTPClient, b64
+from trusted_launch.compute.ttp_client import BaseTTPClient, b64
 
 
-def enroll_host(device, ttp: TTPClient, host_name: str) -> str:
+def enroll_host(device, ttp: BaseTTPClient, host_name: str) -> str:
     """Run enrollment for ``host_name``; return the AK certificate (PEM)."""
     ak = device.ensure_attestation_key()
     challenge = ttp.enroll({

@@ -49,3 +49,9 @@ class ImageDigestMismatch(LaunchRefused):
     """The image this host would boot is not the image the tenant sealed."""
 
     check = "image_digest_mismatch"
+
+
+class ReleaseUnauthenticated(LaunchRefused):
+    """The release is not proven to come from the TTP: no valid receipt binds it to N."""
+
+    check = "release_unauthenticated"

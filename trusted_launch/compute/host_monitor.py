@@ -27,7 +27,7 @@ from trusted_launch.compute.errors import (
     TTPProtocolError,
     TTPUnreachable,
 )
-from trusted_launch.compute.ttp_client import TTPClient, b64
+from trusted_launch.compute.ttp_client import BaseTTPClient, b64
 from trusted_launch.evidence.algorithms import HashAlg
 from trusted_launch.evidence.tpm2 import PCRSelection
 from trusted_launch.tpm.errors import TPMError
@@ -87,7 +87,7 @@ def below(status: HostStatusReport | None, profile: str | None,
 class HostMonitor:
     """Attests this host to the TTP every ``interval`` seconds from a daemon thread."""
 
-    def __init__(self, *, device, ttp: TTPClient, host_name: str,
+    def __init__(self, *, device, ttp: BaseTTPClient, host_name: str,
                  read_event_log: Callable[[], bytes], pcr_selection: str,
                  ima_list_path: str | None = None, interval: float = 60.0,
                  on_status: Callable[[HostStatusReport], None] | None = None) -> None:

@@ -21,11 +21,12 @@ from trusted_launch.compute.errors import (
     ReleaseUnusable,
     TTPProtocolError,
 )
-from trusted_launch.compute.ttp_client import TTPClient, b64
+from trusted_launch.compute.release_receipt import ReceiptKeys, check_release_receipt
+from trusted_launch.compute.ttp_client import BaseTTPClient, b64
 from trusted_launch.crypto.binding import certify_qualifying_data
-from trusted_launch.crypto.errors import SealingError
+from trusted_launch.crypto.errors import CryptoError, SealingError
 from trusted_launch.crypto.sealing import ReleasedSecrets, open_from_bind_key, release_aad
-from trusted_launch.crypto.token import ImageDigest
+from trusted_launch.crypto.token import ImageDigest, token_digest
 from trusted_launch.tpm import bindkeys
 from trusted_launch.tpm.errors import PCRPolicyMismatch, TPMError
 
@@ -54,21 +55,25 @@ class TrustedLaunchHost:
     """The host side of the protocol over a TPM device and its bind-key pool."""
 
     def __init__(self, *, device, pool, identity: HostIdentity,
-                 read_event_log: Callable[[], bytes], bind_key_pcrs: str) -> None:
+                 read_event_log: Callable[[], bytes], bind_key_pcrs: str,
+                 receipt_keys: ReceiptKeys | None = None) -> None:
+        """``receipt_keys``: the TTP's receipt keys; if given, each release is authenticated
+        by its receipt (:mod:`.release_receipt`), as needed over an untrusted bus."""
         self._device = device
         self._pool = pool
         self._identity = identity
         self._read_event_log = read_event_log
         self._bind_key_pcrs = bind_key_pcrs
+        self._receipt_keys = receipt_keys
 
-    def release(self, ttp: TTPClient, *, token: str, launch_id: str,
+    def release(self, ttp: BaseTTPClient, *, token: str, launch_id: str,
                 timer: StepTimer | None = None) -> ReleasedSecrets:
         """Attest this host for ``launch_id`` and return {N, H} from the TTP."""
         timer = timer or StepTimer()
         return self.open(self.attest(ttp, token=token, launch_id=launch_id, timer=timer),
                          timer=timer)
 
-    def attest(self, ttp: TTPClient, *, token: str, launch_id: str,
+    def attest(self, ttp: BaseTTPClient, *, token: str, launch_id: str,
                timer: StepTimer | None = None) -> PendingRelease:
         """Steps 5-11: certify a warm bind key, have the TTP judge this host."""
         timer = timer or StepTimer()
@@ -85,7 +90,8 @@ class TrustedLaunchHost:
         receipt = answer.get("receipt")
         return PendingRelease(bind_key, launch_id, _released_envelope(answer),
                               str(answer.get("attestation_id", "")),
-                              receipt if isinstance(receipt, dict) else None)
+                              receipt if isinstance(receipt, dict) else None,
+                              _token_digest(token))
 
     def evidence(self, *, token: str, launch_id: str, timer: StepTimer | None = None
                  ) -> tuple[object, dict]:
@@ -106,8 +112,10 @@ class TrustedLaunchHost:
         """Step 12: open the released secrets in the TPM, under the PCR policy.
 
         ReleaseUnusable if they do not open or this host's PCRs changed since
-        Certify; any other TPMError (the TPM died, ran out of memory) is raised
-        as it is: a fault of this host, which another host may not have.
+        Certify; ReleaseUnauthenticated if receipt keys are set and the receipt
+        does not prove the TTP released them; any other TPMError (the TPM died,
+        ran out of memory) is raised as it is: a fault of this host, which
+        another host may not have.
         """
         timer = timer or StepTimer()
         started = time.perf_counter()
@@ -124,6 +132,10 @@ class TrustedLaunchHost:
             raise ReleaseUnusable(str(exc)) from None
         finally:
             self._release_key(key)
+        if self._receipt_keys is not None:
+            check_release_receipt(pending.receipt, self._receipt_keys,
+                                  launch_id=pending.launch_id, host=self._identity.host_name,
+                                  token_digest=pending.token_digest, released=secrets)
         timer.record("decrypt", started)
         return secrets
 
@@ -159,6 +171,15 @@ class PendingRelease:
     envelope: bytes = field(repr=False)
     attestation_id: str = ""
     receipt: dict | None = None  # the TTP's signed receipt of this decision
+    token_digest: bytes = b""  # SHA-256 of the launch token (crypto.token.token_digest)
+
+
+def _token_digest(token: str) -> bytes:
+    """The token's digest; empty for a token that does not decode (no receipt matches it)."""
+    try:
+        return token_digest(token)
+    except CryptoError:
+        return b""
 
 
 def _released_envelope(answer: dict) -> bytes:

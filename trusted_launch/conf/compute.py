@@ -15,6 +15,32 @@ compute_opts = [
              "refused before a connection is made (no SSRF through instance "
              "properties). Empty: trusted launches are refused."),
     cfg.StrOpt(
+        "ttp_transport", default="https", choices=["https", "rpc"],
+        help="How this host sends its requests to the TTP (attestations, periodic "
+             "host attestations). https: POST to the TTP's /v1 API at the allowed "
+             "URL. rpc: oslo.messaging RPC calls on ttp_rpc_topic over [DEFAULT] "
+             "transport_url, served by trusted-launch-ttp-rpc; the TTP URL must "
+             "still be in allowed_ttp_urls and names the TTP the request is for "
+             "(the token is sealed to that TTP's key). See doc/ttp-transports.md."),
+    cfg.StrOpt(
+        "ttp_rpc_topic", default="trusted_launch_ttp",
+        help="RPC topic the TTP serves (its [rpc] topic), with ttp_transport = rpc."),
+    cfg.StrOpt(
+        "ttp_rpc_transport_url", secret=True,
+        help="oslo.messaging transport URL of the bus the TTP's RPC topic is on, with "
+             "ttp_transport = rpc; for example a vhost of its own, so that the TTP needs "
+             "no credentials on Nova's: rabbit://compute:PASSWORD@rabbit:5672/ttp. "
+             "Unset: [DEFAULT] transport_url."),
+    cfg.StrOpt(
+        "ttp_receipt_key_file",
+        help="PEM file of the TTP's receipt public key (GET /v1/keys: "
+             "receipt_keys[0].public_key). Set: each release must come with the TTP's "
+             "signed receipt of a trusted decision about this launch and host, bound to "
+             "the N the release holds; else the launch is refused "
+             "(release_unauthenticated). Required with ttp_transport = rpc, where "
+             "nothing else authenticates the TTP's answer (unset: trusted launch is "
+             "disabled on this host, saying why)."),
+    cfg.StrOpt(
         "ttp_ca_file",
         help="PEM bundle of CA certificates that sign the TTP's HTTPS "
              "certificate. Unset: the system trust store."),
@@ -27,11 +53,12 @@ compute_opts = [
              "its evidence is signed by this host's AK)."),
     cfg.FloatOpt(
         "ttp_timeout", default=10.0, min=0.1,
-        help="Seconds to wait for the TTP to answer one attestation request."),
+        help="Seconds to wait for the TTP to answer one request, over either "
+             "transport (the RPC call timeout with ttp_transport = rpc)."),
     cfg.IntOpt(
         "ttp_connect_retries", default=2, min=0,
-        help="Times to retry a failed connection to the TTP before the launch "
-             "is refused as TTP unreachable."),
+        help="Times to retry a failed connection to the TTP (over HTTPS) or to the "
+             "message bus (over RPC) before the launch is refused as TTP unreachable."),
     cfg.StrOpt(
         "host_name",
         help="Name under which this host is enrolled at the TTP. Unset: the "

@@ -10,6 +10,9 @@ keys_group = cfg.OptGroup("key_store", title="TTP token keys and attestation CA"
 enrollment_group = cfg.OptGroup("enrollment", title="Compute host enrollment")
 attestation_group = cfg.OptGroup("attestation", title="Launch attestation")
 host_status_group = cfg.OptGroup("host_status", title="Continuous host attestation")
+rpc_group = cfg.OptGroup("rpc", title="TTP RPC server",
+                         help="trusted-launch-ttp-rpc: the host-facing API over oslo.messaging "
+                              "RPC on [DEFAULT] transport_url.")
 
 api_opts = [
     cfg.HostAddressOpt("bind_host", default="127.0.0.1",
@@ -103,6 +106,20 @@ host_status_opts = [
                 help="Topics the host status notifications are sent to."),
 ]
 
+rpc_opts = [
+    cfg.StrOpt("topic", default="trusted_launch_ttp",
+               help="RPC topic trusted-launch-ttp-rpc serves; compute hosts with "
+                    "ttp_transport = rpc call it ([trusted_launch] ttp_rpc_topic)."),
+    cfg.URIOpt("ttp_url", schemes=["https"],
+               help="This TTP's base URL as tenants and compute hosts know it (the URL "
+                    "tenants fetch the token key from and hosts allow in "
+                    "allowed_ttp_urls). Each RPC request names the TTP it is for; one "
+                    "naming another URL is refused (check ttp_url). Required by "
+                    "trusted-launch-ttp-rpc."),
+    cfg.StrOpt("server_name",
+               help="Name of this RPC server on the topic. Unset: the host name."),
+]
+
 _GROUPS = [
     (api_group, api_opts),
     (database_group, database_opts),
@@ -110,6 +127,7 @@ _GROUPS = [
     (enrollment_group, enrollment_opts),
     (attestation_group, attestation_opts),
     (host_status_group, host_status_opts),
+    (rpc_group, rpc_opts),
 ]
 
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from trusted_launch.compute.enrollment import enroll_host
 from trusted_launch.compute.launch import HostIdentity, TrustedLaunchHost
-from trusted_launch.compute.ttp_client import TTPClient
+from trusted_launch.compute.release_receipt import ReceiptKeys
+from trusted_launch.compute.ttp_client import BaseTTPClient, TTPClient
 from trusted_launch.sandbox.swtpm import LocalCA, SwtpmProcess
 from trusted_launch.sandbox.ttp_process import TTPServer
 from trusted_launch.tpm import BindKeyPool, TPMDevice
@@ -47,8 +48,13 @@ def register_and_enroll(device: TPMDevice, ttp: TTPServer, name: str) -> str:
 
 def start_host(name: str, state: pathlib.Path, ca: LocalCA, event_log: pathlib.Path,
                ttp: TTPServer | None, *, pool_size: int = 4,
-               algorithm: str = "ecc") -> SandboxHost:
-    """Boot ``event_log`` into a fresh swtpm, register and enrol it at ``ttp`` (unless None)."""
+               algorithm: str = "ecc", client: BaseTTPClient | None = None,
+               receipt_keys: ReceiptKeys | None = None) -> SandboxHost:
+    """Boot ``event_log`` into a fresh swtpm; register and enrol it at ``ttp`` (unless None).
+
+    ``client``: enrol through it (for example over RPC) instead of HTTPS.
+    ``receipt_keys``: authenticate each release by the TTP's receipt (as over RPC).
+    """
     tpm = SwtpmProcess(state, ca)
     tpm.start()
     try:
@@ -58,7 +64,10 @@ def start_host(name: str, state: pathlib.Path, ca: LocalCA, event_log: pathlib.P
         tpm.stop()
         raise
     try:
-        certificate = register_and_enroll(device, ttp, name) if ttp is not None else ""
+        certificate = ""
+        if ttp is not None:
+            ttp.register_host(name, device.ek_certificate())
+            certificate = enroll_host(device, client or ttp_client(ttp), name)
         pool = BindKeyPool(device, algorithm=algorithm, pcr_selection=BIND_KEY_PCRS,
                            size=pool_size)
         pool.fill()
@@ -69,7 +78,7 @@ def start_host(name: str, state: pathlib.Path, ca: LocalCA, event_log: pathlib.P
     runner = TrustedLaunchHost(device=device, pool=pool,
                                identity=HostIdentity(name, certificate),
                                read_event_log=event_log.read_bytes,
-                               bind_key_pcrs=BIND_KEY_PCRS)
+                               bind_key_pcrs=BIND_KEY_PCRS, receipt_keys=receipt_keys)
     return SandboxHost(name, tpm, device, pool, runner, event_log)
 
 

@@ -127,6 +127,23 @@ class Access:
     store: AccessStore
 
 
+def error_answer(exc: Exception, what: str) -> tuple[int, dict]:
+    """(status, ``{"error": ...}`` body) for what a request handler raised.
+
+    Shared by every transport (HTTPS here, RPC in :mod:`.rpc`), so a refusal
+    reads the same whichever way it travelled. ``what`` names the request in the log.
+    """
+    if isinstance(exc, APIError):
+        return exc.status, exc.body()
+    if isinstance(exc, (DatabaseError, KeyStoreError)):
+        LOG.error("%s: %s", what, exc)
+        error = ServiceUnavailable("service", "a backing store is unavailable")
+        return error.status, error.body()
+    LOG.error("%s failed", what, exc_info=exc)
+    return 500, {"error": {"code": "internal_error", "check": "internal",
+                           "reason": "internal error"}}
+
+
 class TTPApplication:
     """Routes /v1 requests to the enrollment, profile and attestation handlers."""
 
@@ -175,17 +192,11 @@ class TTPApplication:
         request = webob.Request(environ)
         try:
             response = self.dispatch(request)
-        except APIError as exc:
-            response = json_response(exc.status, exc.body())
-            response.headers.update(exc.headers)
-        except (DatabaseError, KeyStoreError) as exc:
-            LOG.error("%s %r: %s", request.method, environ.get("PATH_INFO", "")[:200], exc)
-            error = ServiceUnavailable("service", "a backing store is unavailable")
-            response = json_response(error.status, error.body())
-        except Exception:
-            LOG.exception("%s %r failed", request.method, environ.get("PATH_INFO", "")[:200])
-            response = json_response(500, {"error": {
-                "code": "internal_error", "check": "internal", "reason": "internal error"}})
+        except Exception as exc:
+            what = f"{request.method} {environ.get('PATH_INFO', '')[:200]!r}"
+            response = json_response(*error_answer(exc, what))
+            if isinstance(exc, APIError):
+                response.headers.update(exc.headers)
         return response(environ, start_response)
 
     def dispatch(self, request: webob.Request) -> webob.Response:

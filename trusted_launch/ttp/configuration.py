@@ -92,7 +92,7 @@ def _register_library_opts(conf: cfg.ConfigOpts) -> bool:
         conf.register_opts(opts, group=group)
     if conf.api.auth_strategy == "keystone":
         _register_keystone_opts(conf)
-    if conf.host_status.notifications_enabled:
+    if conf.host_status.notifications_enabled or conf.rpc.ttp_url:  # the bus is in use
         from trusted_launch.ttp.host_notifications import messaging_options
         for group, opts in messaging_options():
             conf.register_opts(opts, group=None if group == "DEFAULT" else group)

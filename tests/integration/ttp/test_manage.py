@@ -240,7 +240,8 @@ def test_keystone_pipeline_strips_identity_headers_a_client_forges(
     assert _manage(config, "db", "sync").returncode == 0
     with config.open("a") as stream:
         stream.write("[api]\nauth_strategy = keystone\n[keystone_authtoken]\n"
-                     "www_authenticate_uri = https://keystone.invalid/identity\nauth_type = password\n"
+                     "www_authenticate_uri = https://keystone.invalid/identity\n"
+                     "auth_type = password\n"
                      "auth_url = https://keystone.invalid/identity\n")
     pipeline = make_pipeline(load_config([str(config)]))
     assert isinstance(pipeline, AuthProtocol)
