@@ -83,7 +83,8 @@ def _expected(caller: str, path: str, allowed: frozenset[str],
 
 @pytest.mark.parametrize("caller", CALLERS)
 @pytest.mark.parametrize(("method", "path", "body", "allowed", "answer"), ROUTES,
-                         ids=[f"{r[0]} {r[1]}" for r in ROUTES])
+                         ids=[f"{r[0]} {r[1]}".replace(SELF, "SELF").replace(OTHER, "OTHER")
+                              for r in ROUTES])
 def test_route_answers_each_caller_as_the_policy_says(ttp, credentials, caller, method, path,
                                                       body, allowed, answer):
     kwargs = {} if body is None else {"json": body}
