@@ -12,7 +12,7 @@ from trusted_launch.conf import ttp as ttp_conf
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``--config-file``, set up logging, serve until SIGTERM."""
-    from trusted_launch.ttp import server, wsgi
+    from trusted_launch.ttp import server
     conf = cfg.ConfigOpts()
     ttp_conf.register_opts(conf)
     logging.register_options(conf)
@@ -20,11 +20,17 @@ def main(argv: list[str] | None = None) -> int:
          prog="trusted-launch-ttp")
     logging.setup(conf, "trusted-launch-ttp")
     try:
-        server.run(conf, lambda: wsgi.make_app(conf))
+        server.run(conf, lambda: _make_app(conf))
     except (ValueError, OSError) as exc:
         print(f"trusted-launch-ttp: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _make_app(conf: cfg.ConfigOpts):
+    """The WSGI app; imported only now, after the server set up its metrics directory."""
+    from trusted_launch.ttp import wsgi
+    return wsgi.make_app(conf)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,17 @@ attestation_group = cfg.OptGroup("attestation", title="Launch attestation")
 host_status_group = cfg.OptGroup("host_status", title="Continuous host attestation")
 
 api_opts = [
-    cfg.HostAddressOpt("bind_host", default="0.0.0.0",  # noqa: S104 - a service listener
-                       help="Address the HTTPS API listens on."),
+    cfg.HostAddressOpt("bind_host", default="127.0.0.1",
+                       help="Address the HTTPS API listens on (loopback unless set: give "
+                            "the address compute hosts and clients reach, or 0.0.0.0)."),
     cfg.PortOpt("bind_port", default=8443, help="TCP port of the HTTPS API (0: any free port)."),
     cfg.StrOpt("cert_file", help="PEM server certificate (with chain) for HTTPS. Required."),
     cfg.StrOpt("key_file", help="PEM private key of the server certificate. Required."),
     cfg.StrOpt("client_ca_file",
                help="If set, clients must present a certificate issued by this CA (mutual TLS)."),
-    cfg.IntOpt("threads", default=8, min=1, help="Request threads per worker process."),
+    cfg.IntOpt("threads", default=8, min=1,
+               help="Application threads per worker process. Only complete requests "
+                    "(headers and body read) reach them: a slow client holds none."),
     cfg.IntOpt("workers", default=1, min=1,
                help="Worker processes sharing the listening socket (pre-fork)."),
     cfg.IntOpt("max_request_body_size", default=6 * 1024 * 1024, min=1024,
@@ -27,6 +30,30 @@ api_opts = [
                     "unread. Attestations carry the base64 event log (up to 4 MiB)."),
     cfg.IntOpt("max_json_depth", default=16, min=2,
                help="Deepest JSON nesting accepted in a request body."),
+    cfg.FloatOpt("tls_handshake_timeout", default=5.0, min=0.1,
+                 help="Seconds a new connection has to complete its TLS handshake; a "
+                      "client that sends no ClientHello is closed then. Handshakes run "
+                      "beside each other, never in the accept path."),
+    cfg.FloatOpt("header_timeout", default=10.0, min=0.1,
+                 help="Seconds a client has for the whole request line and headers: from "
+                      "the end of the TLS handshake for a connection's first request, "
+                      "from the request's first byte on a kept-alive connection. Past it "
+                      "the connection gets 408 and is closed, however slowly bytes "
+                      "trickle in."),
+    cfg.FloatOpt("body_timeout", default=30.0, min=0.1,
+                 help="Seconds a client has to send a whole request body (bodies are read "
+                      "before any application thread is taken), and to take in a whole "
+                      "response. Past it the connection is closed."),
+    cfg.FloatOpt("keep_alive_timeout", default=30.0, min=0.1,
+                 help="Seconds an idle kept-alive connection may wait for its next "
+                      "request before the server closes it."),
+    cfg.IntOpt("max_connections", default=512, min=1,
+               help="Open connections per worker process; a connection beyond it is "
+                    "closed at once (keep it below the open-file limit, ulimit -n)."),
+    cfg.IntOpt("max_connections_per_address", default=32, min=1,
+               help="Open connections per client IP address and worker process; a "
+                    "connection beyond it is closed at once, so one client cannot take "
+                    "the slots of others."),
     cfg.StrOpt("admin_token_hash",
                help="SHA-256 hex digest of the admin API key; requests to the profile "
                     "management endpoints carry the key in X-Auth-Token. Unset: "

@@ -29,6 +29,7 @@ from trusted_launch.ttp.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from trusted_launch.ttp import metrics
 from trusted_launch.ttp.host_status import HostStatusService
 from trusted_launch.ttp.keystore import KeyStoreError, TokenKeyStore
 from trusted_launch.ttp.openapi import openapi_document
@@ -136,6 +137,7 @@ class TTPApplication:
             (re.compile(r"^/v1/attestations$"), {"POST": self.attest}),
             (re.compile(rf"^/v1/attestations/{_NAME}$"), {"GET": self.get_attestation}),
             (re.compile(rf"^/v1/receipts/{_NAME}$"), {"GET": self.get_receipts}),
+            (re.compile(r"^/metrics$"), {"GET": self.metrics_endpoint}),
         ]
 
     def __call__(self, environ: dict, start_response: Callable) -> object:
@@ -239,7 +241,9 @@ class TTPApplication:
         return json_response(200, {
             "host": host.name, "state": host.state,
             "ek_certificate_sha256": host.ek_cert_fingerprint, "ak_name": host.ak_name,
-            "activated_at": host.activated_at.isoformat() + "Z" if host.activated_at else None})
+            "activated_at": host.activated_at.isoformat() + "Z" if host.activated_at else None,
+            "last_attested_at": None if self.host_status is None
+            else self.host_status.last_attested_at(name)})
 
     def _host_status(self) -> HostStatusService:
         if self.host_status is None:
@@ -256,7 +260,9 @@ class TTPApplication:
         return json_response(201, self._host_status().challenge(name))
 
     def host_attest(self, request: webob.Request, name: str) -> webob.Response:
-        return json_response(200, self._host_status().attest(name, self._json_body(request)))
+        return json_response(200, metrics.observe_attestation(
+            "host", lambda: self._host_status().attest(name, self._json_body(request)),
+            metrics.host_outcome))
 
     def list_profiles(self, request: webob.Request) -> webob.Response:
         return json_response(200, {"profiles": self.profiles.summaries()})
@@ -285,8 +291,10 @@ class TTPApplication:
         return webob.Response(status=204)
 
     def attest(self, request: webob.Request) -> webob.Response:
-        status, body = self.attestations.attest(self._json_body(request),
-                                                self._requester(request))
+        status, body = metrics.observe_attestation(
+            "launch", lambda: self.attestations.attest(self._json_body(request),
+                                                       self._requester(request)),
+            metrics.launch_outcome)
         return json_response(status, body)
 
     def get_attestation(self, request: webob.Request, name: str) -> webob.Response:
@@ -302,3 +310,10 @@ class TTPApplication:
             raise NotFound("receipt", "this TTP issues no receipts")
         receipts = self.receipts.lookup(name, request.headers.get(PROOF_HEADER))
         return json_response(200, {"token_digest": name, "receipts": receipts})
+
+    def metrics_endpoint(self, request: webob.Request) -> webob.Response:
+        """Prometheus text exposition: counters of every worker, fleet figures from the DB."""
+        response = webob.Response(status=200, body=metrics.exposition(self.db))
+        response.headers["Content-Type"] = metrics.CONTENT_TYPE
+        response.headers["Cache-Control"] = "no-store"
+        return response
