@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import webob
 from oslo_log import log as logging
 
+from trusted_launch.ttp import metrics
 from trusted_launch.ttp.db.api import DatabaseError, TTPDatabase
 from trusted_launch.ttp.enrollment import Enrollment, check_host_name
 from trusted_launch.ttp.errors import (
@@ -29,7 +30,6 @@ from trusted_launch.ttp.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from trusted_launch.ttp import metrics
 from trusted_launch.ttp.host_status import HostStatusService
 from trusted_launch.ttp.keystore import KeyStoreError, TokenKeyStore
 from trusted_launch.ttp.openapi import openapi_document
