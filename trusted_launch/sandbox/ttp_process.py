@@ -34,6 +34,8 @@ class TTPServer:
     process: subprocess.Popen | None = None
     port: int = 0
     session: requests.Session = field(default_factory=requests.Session)
+    #: The server program, run with ``--config-file``; default ``trusted-launch-ttp``.
+    command: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -86,7 +88,8 @@ class TTPServer:
         port_file.unlink(missing_ok=True)
         with open(self.directory / "server.log", "ab") as log:
             self.process = subprocess.Popen(
-                [str(BIN_DIR / "trusted-launch-ttp"), "--config-file", str(self.config_file)],
+                [*(self.command or (str(BIN_DIR / "trusted-launch-ttp"),)), "--config-file",
+                 str(self.config_file)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
