@@ -38,8 +38,8 @@ api_opts = [
                  help="Seconds a client has for the whole request line and headers: from "
                       "the end of the TLS handshake for a connection's first request, "
                       "from the request's first byte on a kept-alive connection. Past it "
-                      "the connection gets 408 and is closed, however slowly bytes "
-                      "trickle in."),
+                      "the connection is closed (with 408 if part of a request came), "
+                      "however slowly bytes trickle in."),
     cfg.FloatOpt("body_timeout", default=30.0, min=0.1,
                  help="Seconds a client has to send a whole request body (bodies are read "
                       "before any application thread is taken), and to take in a whole "

@@ -98,7 +98,10 @@ _SCHEMAS: dict = {
         "host": {"type": "string"}, "state": {"type": "string", "enum": ["pending", "active"]},
         "ek_certificate_sha256": {"type": "string"},
         "ak_name": {"type": "string", "nullable": True},
-        "activated_at": {"type": "string", "nullable": True}}},
+        "activated_at": {"type": "string", "nullable": True},
+        "last_attested_at": {"type": "string", "nullable": True, "description":
+                             "ISO 8601 UTC time of the host's latest accepted periodic "
+                             "quote; null: it never sent one"}}},
     "Profile": {"type": "object", "required": ["name", "level"],
                 "additionalProperties": True, "properties": {
                     "name": {"type": "string", "pattern": "^[a-z0-9_-]{1,32}$"},
@@ -169,6 +172,8 @@ _SCHEMAS: dict = {
                        "check": {"type": "string", "nullable": True},
                        "reason": {"type": "string", "nullable": True},
                        "checked_at": {"type": "number"},
+                       "last_attested_at": {"type": "string", "description":
+                                            "checked_at as ISO 8601 UTC"},
                        "previous_profile": {"type": "string", "nullable": True},
                        "ima_offset": {"type": "integer"},
                        "ima_count": {"type": "integer", "nullable": True}}},
