@@ -166,9 +166,11 @@ class WorkerServer:
             loop.add_signal_handler(signum, stop.set)
         self.listener.setblocking(False)
         accepting = loop.create_task(self._accept_loop())
-        await stop.wait()
+        stopped = loop.create_task(stop.wait())
+        await asyncio.wait({accepting, stopped}, return_when=asyncio.FIRST_COMPLETED)
         self.stopping = True
         accepting.cancel()
+        stopped.cancel()
         for task in self.connections - self.busy:
             task.cancel()
         if self.connections:
@@ -176,6 +178,8 @@ class WorkerServer:
         for task in self.connections:
             task.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if accepting.done() and not accepting.cancelled() and accepting.exception():
+            raise accepting.exception()  # the worker exits non-zero; the supervisor replaces it
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
