@@ -1,18 +1,17 @@
-"""One TTP worker's HTTPS server: asyncio and h11, with a deadline on every client step.
+"""One TTP worker's HTTPS server: h11 over blocking TLS sockets, a deadline on every step.
 
-The event loop accepts connections, runs each TLS handshake and reads each
-request (line, headers and body) under its own deadline, so a client that is
-slow or silent costs one socket and one coroutine, never a thread, and never
-delays another client's accept or handshake. Only complete requests reach the
-thread pool that runs the WSGI application; one connection has at most one
-request there at a time. Connections are capped per client address and in
-total; past a cap a new connection is closed at once.
+The accept loop only accepts: each connection gets its own thread, which runs
+the TLS handshake and reads each request (line, headers and body) under a
+total deadline per step, so a client that is slow or silent holds one socket
+and one connection thread, never delays another client's accept or
+handshake, and never holds one of the ``threads`` application slots: only
+complete requests take one, to run the WSGI application, in the same thread
+(no hand-off). Connections are capped per client address and in total; past
+a cap a new connection is closed at once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import errno
 import io
@@ -21,6 +20,7 @@ import signal
 import socket
 import ssl
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -44,7 +44,6 @@ LOG = logging.getLogger(__name__)
 READ_SIZE = 65536
 MAX_HEAD_SIZE = 16384  # request line + headers
 SHUTDOWN_GRACE = 10.0  # seconds in-flight requests get to finish on SIGTERM
-_CLOSE_WAIT = 1.0  # seconds to send close_notify before the socket is dropped
 _ACCEPT_BACKOFF = 0.1  # seconds to pause accepting when out of file descriptors
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
@@ -83,15 +82,6 @@ class _Close(Exception):
 
 
 @dataclass
-class _Peer:
-    """One client connection's streams and the environ entries that do not change."""
-
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    base_environ: dict
-
-
-@dataclass
 class _Response:
     status: int
     reason: bytes
@@ -112,23 +102,26 @@ class AddressSlots:
         self.per_address, self.total = per_address, total
         self.open: dict[str, int] = {}
         self.count = 0
+        self._lock = threading.Lock()
 
     def take(self, address: str) -> str | None:
         """Take a slot for ``address``; the name of the cap that refuses it, if one does."""
-        if self.count >= self.total:
-            return "total"
-        held = self.open.get(address, 0)
-        if held >= self.per_address:
-            return "per_address"
-        self.open[address] = held + 1
-        self.count += 1
-        return None
+        with self._lock:
+            if self.count >= self.total:
+                return "total"
+            held = self.open.get(address, 0)
+            if held >= self.per_address:
+                return "per_address"
+            self.open[address] = held + 1
+            self.count += 1
+            return None
 
     def give_back(self, address: str) -> None:
-        held = self.open.pop(address) - 1
-        if held:
-            self.open[address] = held
-        self.count -= 1
+        with self._lock:
+            held = self.open.pop(address) - 1
+            if held:
+                self.open[address] = held
+            self.count -= 1
 
 
 def error_response(error: APIError) -> _Response:
@@ -147,50 +140,38 @@ class WorkerServer:
                  limits: ServerLimits, *, multiprocess: bool) -> None:
         self.listener, self.app, self.context, self.limits = listener, app, context, limits
         self.slots = AddressSlots(limits.max_connections_per_address, limits.max_connections)
-        self.pool = concurrent.futures.ThreadPoolExecutor(limits.threads,
-                                                          thread_name_prefix="ttp-app")
+        self.app_slots = threading.BoundedSemaphore(limits.threads)
         host, port = listener.getsockname()[:2]
         self.server_environ = {"SERVER_NAME": host, "SERVER_PORT": str(port),
                                "wsgi.multiprocess": multiprocess}
-        self.busy: set[asyncio.Task] = set()
-        self.connections: set[asyncio.Task] = set()
+        self.connections: dict[ssl.SSLSocket, bool] = {}  # -> busy in the application
+        self.lock = threading.Lock()
         self.stopping = False
 
     # life cycle ------------------------------------------------------------
 
-    async def serve(self) -> None:
+    def serve(self) -> None:
         """Accept until SIGTERM/SIGINT; then let in-flight requests finish."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        self.listener.setblocking(False)
-        accepting = loop.create_task(self._accept_loop())
-        stopped = loop.create_task(stop.wait())
-        await asyncio.wait({accepting, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        self.stopping = True
-        accepting.cancel()
-        stopped.cancel()
-        for task in self.connections - self.busy:
-            task.cancel()
-        if self.connections:
-            await asyncio.wait(self.connections, timeout=SHUTDOWN_GRACE)
-        for task in self.connections:
-            task.cancel()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        if accepting.done() and not accepting.cancelled() and accepting.exception():
-            raise accepting.exception()  # the worker exits non-zero; the supervisor replaces it
+            signal.signal(signum, _raise_stop)
+        self.listener.setblocking(True)
+        try:
+            self._accept_loop()
+        except _Stop:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            self._shut_down()
 
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _accept_loop(self) -> None:
         while True:
             try:
-                sock, address = await loop.sock_accept(self.listener)
+                sock, address = self.listener.accept()
             except OSError as exc:
                 if exc.errno not in _OUT_OF_RESOURCES:
                     raise
                 LOG.warning("accept failed (%s); pausing %.1f s", exc.strerror, _ACCEPT_BACKOFF)
-                await asyncio.sleep(_ACCEPT_BACKOFF)
+                time.sleep(_ACCEPT_BACKOFF)
                 continue
             metrics.CONNECTIONS.inc()
             refused = self.slots.take(address[0])
@@ -198,147 +179,149 @@ class WorkerServer:
                 metrics.CONNECTIONS_REFUSED.labels(refused).inc()
                 _abort(sock)
                 continue
-            task = loop.create_task(self._connection(sock, address))
-            self.connections.add(task)
-            task.add_done_callback(self.connections.discard)
+            threading.Thread(target=self._connection, args=(sock, address), daemon=True,
+                             name="ttp-connection").start()
 
-    # one connection ----------------------------------------------------------
+    def _shut_down(self) -> None:
+        """Wake idle connections so they close; give busy ones SHUTDOWN_GRACE to answer."""
+        self.stopping = True
+        with self.lock:
+            idle = [tls for tls, busy in self.connections.items() if not busy]
+        for tls in idle:
+            with contextlib.suppress(OSError):
+                tls.shutdown(socket.SHUT_RDWR)
+        give_up = time.monotonic() + SHUTDOWN_GRACE
+        while self.connections and time.monotonic() < give_up:
+            time.sleep(0.05)
 
-    async def _connection(self, sock: socket.socket, address: tuple) -> None:
+    # one connection (its own thread) -----------------------------------------
+
+    def _connection(self, sock: socket.socket, address: tuple) -> None:
         metrics.OPEN_CONNECTIONS.inc()
-        peer = None
+        tls = None
         try:
-            peer = await self._handshake(sock, address)
-            await self._requests(peer)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tls = self.context.wrap_socket(sock, server_side=True,
+                                           do_handshake_on_connect=False)
+            with self.lock:
+                self.connections[tls] = False
+            self._handshake(tls)
+            environ = {**self.server_environ, "REMOTE_ADDR": address[0],
+                       "REMOTE_PORT": str(address[1]), **tls_environ(tls)}
+            self._requests(tls, environ)
         except _Deadline as missed:
             metrics.DEADLINES.labels(missed.deadline).inc()
-        except (_Close, ConnectionError, ssl.SSLError, h11.ProtocolError):
-            pass
-        except OSError as exc:
-            LOG.debug("connection from %s: %s", address[0], exc)
+        except (_Close, OSError, h11.ProtocolError):
+            pass  # the client left or broke the protocol (ssl.SSLError is an OSError)
+        except Exception:
+            LOG.exception("connection from %s failed", address[0])
         finally:
+            if tls is not None:
+                with self.lock:
+                    self.connections.pop(tls, None)
+            _close(tls or sock)
             self.slots.give_back(address[0])
             metrics.OPEN_CONNECTIONS.dec()
-            if peer is None:
-                sock.close()
-            else:
-                await _close(peer.writer)
 
-    async def _handshake(self, sock: socket.socket, address: tuple) -> _Peer:
-        loop = asyncio.get_running_loop()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        reader = asyncio.StreamReader(limit=READ_SIZE)
-        protocol = asyncio.StreamReaderProtocol(reader)
-        started = time.monotonic()
+    def _handshake(self, tls: ssl.SSLSocket) -> None:
+        """The TLS handshake, within its deadline (a total one: CPython's SSL timeouts are)."""
+        if self.stopping:
+            raise _Close
+        tls.settimeout(self.limits.tls_handshake_timeout)
         try:
-            transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol, sock, ssl=self.context,
-                ssl_handshake_timeout=self.limits.tls_handshake_timeout)
-        except (ConnectionError, TimeoutError) as exc:
-            if time.monotonic() - started >= self.limits.tls_handshake_timeout:
-                raise _Deadline("tls_handshake") from exc
-            raise _Close from exc
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        environ = {**self.server_environ, "REMOTE_ADDR": address[0],
-                   "REMOTE_PORT": str(address[1]),
-                   **tls_environ(writer.get_extra_info("ssl_object"))}
-        return _Peer(reader, writer, environ)
+            tls.do_handshake()
+        except TimeoutError:
+            raise _Deadline("tls_handshake") from None
 
-    async def _requests(self, peer: _Peer) -> None:
+    def _requests(self, tls: ssl.SSLSocket, base_environ: dict) -> None:
         """Serve requests on one connection until it closes, errs or idles out."""
-        loop = asyncio.get_running_loop()
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
-        idle_until = loop.time() + self.limits.header_timeout
+        idle_until = time.monotonic() + self.limits.header_timeout
         first = True
         while not self.stopping:
             try:
-                request = await self._read_head(connection, peer, idle_until, first)
-                body = await self._read_body(connection, peer, request)
+                request = self._read_head(connection, tls, idle_until, first)
+                body = self._read_body(connection, tls, request)
             except _ClientError as error:
-                await self._write(peer, error.response.encode(), "response")
+                self._write(tls, error.response.encode(), "response")
                 raise _Close from None
-            task = asyncio.current_task()
-            self.busy.add(task)
-            try:
-                response = await self._call_app(request, body, peer)
-            finally:
-                self.busy.discard(task)
+            response = self._call_app(tls, {**base_environ, **request_environ(request, body)})
             if self.stopping:
                 response.headers.append((b"Connection", b"close"))
-            await self._send(connection, peer, response, head_only=request.method == b"HEAD")
+            self._send(connection, tls, response, head_only=request.method == b"HEAD")
+            with self.lock:
+                self.connections[tls] = False
             if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
                 return
             connection.start_next_cycle()
-            idle_until = loop.time() + self.limits.keep_alive_timeout
+            idle_until = time.monotonic() + self.limits.keep_alive_timeout
             first = False
 
-    async def _read_head(self, connection: h11.Connection, peer: _Peer, idle_until: float,
-                         first: bool) -> h11.Request:
+    def _read_head(self, connection: h11.Connection, tls: ssl.SSLSocket, idle_until: float,
+                   first: bool) -> h11.Request:
         """The next request's line and headers, within the header deadline."""
         try:
-            return await self._head(connection, peer, idle_until, first)
+            event = self._head(connection, tls, idle_until, first)
         except h11.RemoteProtocolError as exc:
             raise _ClientError(_protocol_error(exc)) from None
-
-    async def _head(self, connection: h11.Connection, peer: _Peer, idle_until: float,
-                    first: bool) -> h11.Request:
-        loop = asyncio.get_running_loop()
-        event = connection.next_event()
-        if event is h11.NEED_DATA and not connection.trailing_data[0]:
-            try:
-                async with asyncio.timeout_at(idle_until):
-                    await self._receive(connection, peer)
-            except TimeoutError:
-                if first:
-                    raise _Deadline("header") from None
-                raise _Close from None  # an idle kept-alive connection: nothing owed
-            deadline = idle_until if first else loop.time() + self.limits.header_timeout
-            event = connection.next_event()
-        else:
-            deadline = loop.time() + self.limits.header_timeout
-        try:
-            async with asyncio.timeout_at(deadline):
-                while event is h11.NEED_DATA:
-                    await self._receive(connection, peer)
-                    event = connection.next_event()
-        except TimeoutError:
-            metrics.DEADLINES.labels("header").inc()
-            raise _ClientError(RequestTimeout(
-                "header_timeout", f"the request line and headers took longer than "
-                                  f"{self.limits.header_timeout:g} s")) from None
         if isinstance(event, h11.ConnectionClosed):
             raise _Close
         if not isinstance(event, h11.Request):
             raise _ClientError(BadRequest("request", "not an HTTP/1.1 request"))
         return event
 
-    async def _read_body(self, connection: h11.Connection, peer: _Peer,
-                         request: h11.Request) -> bytes:
+    def _head(self, connection: h11.Connection, tls: ssl.SSLSocket, idle_until: float,
+              first: bool) -> object:
+        event = connection.next_event()
+        if event is h11.NEED_DATA and not connection.trailing_data[0]:
+            try:
+                connection.receive_data(_recv(tls, idle_until))
+            except TimeoutError:
+                if first:
+                    raise _Deadline("header") from None
+                raise _Close from None  # an idle kept-alive connection: nothing owed
+            deadline = idle_until if first else time.monotonic() + self.limits.header_timeout
+            event = connection.next_event()
+        else:
+            deadline = time.monotonic() + self.limits.header_timeout
+        try:
+            while event is h11.NEED_DATA:
+                connection.receive_data(_recv(tls, deadline))
+                event = connection.next_event()
+        except TimeoutError:
+            metrics.DEADLINES.labels("header").inc()
+            raise _ClientError(RequestTimeout(
+                "header_timeout", f"the request line and headers took longer than "
+                                  f"{self.limits.header_timeout:g} s")) from None
+        return event
+
+    def _read_body(self, connection: h11.Connection, tls: ssl.SSLSocket,
+                   request: h11.Request) -> bytes:
         """The whole body, refused unread (413) when its declared length is over the limit."""
         length = _content_length(request)
         if length is not None and length > self.limits.max_body:
             raise _ClientError(PayloadTooLarge("body", f"larger than {self.limits.max_body} "
                                                        f"bytes"))
         if connection.they_are_waiting_for_100_continue:
-            await self._write(peer, connection.send(h11.InformationalResponse(
+            self._write(tls, connection.send(h11.InformationalResponse(
                 status_code=100, headers=[])), "body")
+        deadline = time.monotonic() + self.limits.body_timeout
         chunks, size = [], 0
         try:
-            async with asyncio.timeout(self.limits.body_timeout):
-                while True:
-                    event = connection.next_event()
-                    if event is h11.NEED_DATA:
-                        await self._receive(connection, peer)
-                    elif isinstance(event, h11.Data):
-                        size += len(event.data)
-                        if size > self.limits.max_body:
-                            raise _ClientError(PayloadTooLarge(
-                                "body", f"larger than {self.limits.max_body} bytes"))
-                        chunks.append(event.data)
-                    elif isinstance(event, h11.EndOfMessage):
-                        return b"".join(chunks)
-                    else:
-                        raise _Close
+            while True:
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    connection.receive_data(_recv(tls, deadline))
+                elif isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > self.limits.max_body:
+                        raise _ClientError(PayloadTooLarge(
+                            "body", f"larger than {self.limits.max_body} bytes"))
+                    chunks.append(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    return b"".join(chunks)
+                else:
+                    raise _Close
         except TimeoutError:
             metrics.DEADLINES.labels("body").inc()
             raise _ClientError(RequestTimeout(
@@ -347,22 +330,19 @@ class WorkerServer:
         except h11.RemoteProtocolError as exc:
             raise _ClientError(_protocol_error(exc)) from None
 
-    @staticmethod
-    async def _receive(connection: h11.Connection, peer: _Peer) -> None:
-        data = await peer.reader.read(READ_SIZE)
-        connection.receive_data(data)  # b"" tells h11 the client closed
-
-    async def _call_app(self, request: h11.Request, body: bytes, peer: _Peer) -> _Response:
-        environ = {**peer.base_environ, **request_environ(request, body)}
+    def _call_app(self, tls: ssl.SSLSocket, environ: dict) -> _Response:
+        """Run the application in one of the worker's ``threads`` application slots."""
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        response = await loop.run_in_executor(self.pool, self._run_app, environ)
+        with self.app_slots:
+            with self.lock:
+                self.connections[tls] = True
+            response = self._run_app(environ)
         metrics.HTTP_SECONDS.observe(time.perf_counter() - started)
         metrics.HTTP_REQUESTS.labels(str(response.status)).inc()
         return response
 
     def _run_app(self, environ: dict) -> _Response:
-        """Call the WSGI application in a pool thread; its whole answer, or a JSON 500."""
+        """Call the WSGI application; its whole answer, or a JSON 500."""
         try:
             return call_wsgi(self.app, environ)
         except Exception:
@@ -370,8 +350,8 @@ class WorkerServer:
                           environ["PATH_INFO"][:200])
             return error_response(_InternalError("internal", "internal error"))
 
-    async def _send(self, connection: h11.Connection, peer: _Peer, response: _Response, *,
-                    head_only: bool) -> None:
+    def _send(self, connection: h11.Connection, tls: ssl.SSLSocket, response: _Response, *,
+              head_only: bool) -> None:
         try:
             data = connection.send(h11.Response(status_code=response.status,
                                                 headers=response.headers,
@@ -382,13 +362,12 @@ class WorkerServer:
         except h11.LocalProtocolError:
             LOG.exception("the application's response is not valid HTTP/1.1")
             raise _Close from None
-        await self._write(peer, data, "response")
+        self._write(tls, data, "response")
 
-    async def _write(self, peer: _Peer, data: bytes, deadline: str) -> None:
-        peer.writer.write(data)
+    def _write(self, tls: ssl.SSLSocket, data: bytes, deadline: str) -> None:
+        tls.settimeout(self.limits.body_timeout)
         try:
-            async with asyncio.timeout(self.limits.body_timeout):
-                await peer.writer.drain()
+            tls.sendall(data)
         except TimeoutError:
             raise _Deadline(deadline) from None
 
@@ -500,17 +479,30 @@ def _abort(sock: socket.socket) -> None:
     sock.close()
 
 
-async def _close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    try:
-        async with asyncio.timeout(_CLOSE_WAIT):
-            await writer.wait_closed()
-    except (TimeoutError, OSError, ssl.SSLError):
-        writer.transport.abort()
+def _close(sock: socket.socket) -> None:
+    """Close without waiting for the client (every answer is framed by Content-Length)."""
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def _recv(sock: socket.socket, deadline: float) -> bytes:
+    """Up to READ_SIZE bytes before the monotonic ``deadline``; b"" when the client closed."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError
+    sock.settimeout(remaining)
+    return sock.recv(READ_SIZE)
+
+
+class _Stop(Exception):
+    """Raised by the worker's signal handler to leave accept()."""
+
+
+def _raise_stop(signum, frame):
+    raise _Stop
 
 
 def serve(listener: socket.socket, app: Callable, context: ssl.SSLContext,
           limits: ServerLimits, *, multiprocess: bool) -> None:
     """Run one worker's server in this process until SIGTERM."""
-    server = WorkerServer(listener, app, context, limits, multiprocess=multiprocess)
-    asyncio.run(server.serve())
+    WorkerServer(listener, app, context, limits, multiprocess=multiprocess).serve()
