@@ -21,8 +21,9 @@ api_opts = [
     cfg.StrOpt("client_ca_file",
                help="If set, clients must present a certificate issued by this CA (mutual TLS)."),
     cfg.IntOpt("threads", default=8, min=1,
-               help="Application threads per worker process. Only complete requests "
-                    "(headers and body read) reach them: a slow client holds none."),
+               help="Requests the application runs at once per worker process (each "
+                    "holds a database connection meanwhile). Only complete requests "
+                    "(headers and body read) take one: a slow client holds none."),
     cfg.IntOpt("workers", default=1, min=1,
                help="Worker processes sharing the listening socket (pre-fork)."),
     cfg.IntOpt("max_request_body_size", default=6 * 1024 * 1024, min=1024,
@@ -48,8 +49,9 @@ api_opts = [
                  help="Seconds an idle kept-alive connection may wait for its next "
                       "request before the server closes it."),
     cfg.IntOpt("max_connections", default=512, min=1,
-               help="Open connections per worker process; a connection beyond it is "
-                    "closed at once (keep it below the open-file limit, ulimit -n)."),
+               help="Open connections per worker process (each has its own thread "
+                    "for TLS and reading); a connection beyond it is closed at once. Keep "
+                    "workers x max_connections below the open-file limit (ulimit -n)."),
     cfg.IntOpt("max_connections_per_address", default=32, min=1,
                help="Open connections per client IP address and worker process; a "
                     "connection beyond it is closed at once, so one client cannot take "

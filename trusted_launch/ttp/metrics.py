@@ -64,7 +64,7 @@ HTTP_REQUESTS = Counter("ttp_http_requests", "HTTP requests answered, by status 
 HTTP_SECONDS = Histogram(
     "ttp_http_request_duration_seconds",
     "Time from a request fully read to its response ready: waiting for an application "
-    "thread plus the application.", buckets=LATENCY_BUCKETS)
+    "slot plus the application.", buckets=LATENCY_BUCKETS)
 CONNECTIONS = Counter("ttp_http_connections", "TCP connections accepted.")
 CONNECTIONS_REFUSED = Counter(
     "ttp_http_connections_refused",

@@ -1,11 +1,12 @@
 """The TTP's HTTPS service: pre-forked workers on one bound socket, and their metrics.
 
 The parent binds the listening socket once; each worker process runs its own
-asyncio server (``http_server``: TLS handshakes and request reading under
-deadlines, per-address connection caps, a thread pool for the application)
-and its own database pool on that inherited socket, so the kernel spreads
-connections over the workers. Workers keep their metrics in a private
-directory that ``GET /metrics`` aggregates. SIGTERM stops everything cleanly.
+server (``http_server``: a thread per connection for the TLS handshake and
+request reading under deadlines, per-address connection caps, a bounded
+number of requests in the application at once) and its own database pool on
+that inherited socket, so the kernel spreads connections over the workers.
+Workers keep their metrics in a private directory that ``GET /metrics``
+aggregates. SIGTERM stops everything cleanly.
 """
 
 from __future__ import annotations
