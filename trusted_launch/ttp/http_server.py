@@ -179,8 +179,13 @@ class WorkerServer:
                 metrics.CONNECTIONS_REFUSED.labels(refused).inc()
                 _abort(sock)
                 continue
-            threading.Thread(target=self._connection, args=(sock, address), daemon=True,
-                             name="ttp-connection").start()
+            try:
+                threading.Thread(target=self._connection, args=(sock, address), daemon=True,
+                                 name="ttp-connection").start()
+            except RuntimeError:  # no more threads: shed this connection, keep accepting
+                LOG.warning("no thread for a connection from %s; closed it", address[0])
+                self.slots.give_back(address[0])
+                _abort(sock)
 
     def _shut_down(self) -> None:
         """Wake idle connections so they close; give busy ones SHUTDOWN_GRACE to answer."""
