@@ -192,9 +192,9 @@ class WorkerServer:
         self.stopping = True
         with self.lock:
             idle = [tls for tls, busy in self.connections.items() if not busy]
-        for tls in idle:
-            with contextlib.suppress(OSError):
-                tls.shutdown(socket.SHUT_RDWR)
+        for tls in idle:  # the TCP level: SSLSocket.shutdown would drop the TLS state
+            with contextlib.suppress(OSError):    # under the thread reading it
+                socket.socket.shutdown(tls, socket.SHUT_RDWR)
         give_up = time.monotonic() + SHUTDOWN_GRACE
         while self.connections and time.monotonic() < give_up:
             time.sleep(0.05)

@@ -219,3 +219,23 @@ def test_a_complete_request_on_the_same_connection_is_kept_alive(ttp):
         assert connection.sock is first_socket  # no reconnect happened
     finally:
         connection.close()
+
+
+def test_sigterm_stops_cleanly_with_idle_and_slow_clients_connected(
+        tmp_path, ttp_test_ca: CertificateAuthority):
+    with start_ttp(tmp_path, tls_ca=ttp_test_ca, ek_ca_files=[ttp_test_ca.cert_file],
+                   workers=2) as server:
+        idle = http.client.HTTPSConnection("127.0.0.1", server.port, context=_context(server),
+                                           timeout=PATIENCE)
+        idle.request("GET", "/")
+        assert idle.getresponse().read()  # now an idle kept-alive connection
+        slow = _tls(server, "127.0.0.7")
+        slow.sendall(b"GET / HTTP/1.1\r\n")
+        silent = _tcp(server, "127.0.0.7")
+        try:
+            assert server.stop() == 0  # SIGTERM; a stop that needs SIGKILL is not 0
+            assert "TTP worker" in server.log() and "stopped" in server.log()
+        finally:
+            for sock in (slow, silent):
+                sock.close()
+            idle.close()
