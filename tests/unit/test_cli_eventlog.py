@@ -95,3 +95,14 @@ def test_console_script_end_to_end(tmp_path, expected_pcrs):
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr == ("trusted-launch eventlog: error: event log at offset 0: "
                           "empty event log\n")
+
+
+@pytest.mark.parametrize("content", [b"[api]\nbind_port = 8443\ncert_file = /etc/ttp.pem\n",
+                                     b"\x7fELF\x02\x01\x01" + bytes(60)])
+def test_a_file_that_is_no_event_log_is_named_as_such(tmp_path, capsys, content):
+    other = tmp_path / "ttp.conf"
+    other.write_bytes(content)
+    code, _, err = run(["eventlog", "replay", str(other)], capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert "not a TCG event log" in err and "out of range" in err  # the reason stays visible
+    assert "binary_bios_measurements" in err

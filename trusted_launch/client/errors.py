@@ -9,6 +9,14 @@ class TTPKeyError(ClientError):
     """The TTP's public key could not be fetched or is unusable."""
 
 
+class UnknownProfileName(ClientError):
+    """The token asks for a security profile that the TTP does not publish."""
+
+
+class MalformedToken(ClientError):
+    """A launch token that is cut short, altered or not a token at all."""
+
+
 class NonceStoreError(ClientError):
     """The nonce directory or file is unsafe or cannot be written."""
 

@@ -26,7 +26,8 @@ def create_launch_token(ttp_url: str, profile: str, image_digest: ImageDigest, *
     """Return ``(token, nonce_path)``; N is only ever written to the 0600 nonce file.
 
     TokenTooLong, before the TTP is contacted, if the token would not fit one
-    Nova metadata value.
+    Nova metadata value; UnknownProfileName if the TTP publishes its profile
+    names and ``profile`` is not one of them.
     """
     if lifetime_s <= 0:
         raise ValueError("token lifetime must be positive")
@@ -34,7 +35,8 @@ def create_launch_token(ttp_url: str, profile: str, image_digest: ImageDigest, *
     token = check_fits_metadata(LaunchToken(
         nonce=nonce, profile=profile, image_digest=image_digest,
         expires_at=int(time.time()) + int(lifetime_s), image_key=image_key))
-    key_id, public_key = fetch_ttp_key(ttp_url, ca_file=ca_file, timeout=timeout)
+    key_id, public_key = fetch_ttp_key(ttp_url, ca_file=ca_file, timeout=timeout,
+                                       profile=profile)
     text = seal_token(token, public_key, key_id)
     path = store_nonce(nonce, token_digest(text).hex()[:16], nonce_dir)
     return text, path

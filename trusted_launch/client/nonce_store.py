@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import stat
 
 from trusted_launch.client.errors import NonceStoreError
 from trusted_launch.crypto.nonce import encode_nonce, read_nonce_file
 
 DEFAULT_NONCE_DIR = pathlib.Path("~/.local/share/trusted-launch/nonces")
+_TOKEN_PREFIX_RE = re.compile(r"[0-9a-f]{16}")
 
 
 def nonce_directory(nonce_dir: str | os.PathLike | None = None) -> pathlib.Path:
@@ -45,3 +47,17 @@ def store_nonce(nonce: bytes, name: str, nonce_dir: str | os.PathLike | None = N
 def load_nonce(path: str | os.PathLike) -> bytes:
     """Read a nonce file written by :func:`store_nonce` (or raw/base64 forms)."""
     return read_nonce_file(path)
+
+
+def check_nonce_file_matches(path: str | os.PathLike, token_digest_hex: str) -> None:
+    """Refuse a token that is not the one ``path`` was made for, if the name tells.
+
+    ``token create`` names each nonce file after the first 16 hex digits of
+    its token's digest; a renamed file is not checked.
+    """
+    name = pathlib.Path(path).name
+    if _TOKEN_PREFIX_RE.fullmatch(name) and not token_digest_hex.startswith(name):
+        raise NonceStoreError(
+            f"the token is not the one nonce file {path} was made for (its name is the "
+            "start of its token's digest): the token was cut or altered when copied, or "
+            "belongs to another launch")

@@ -13,9 +13,10 @@ import os
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from trusted_launch.client.errors import ReceiptUnavailable, TTPKeyError
+from trusted_launch.client.errors import MalformedToken, ReceiptUnavailable, TTPKeyError
 from trusted_launch.client.ttp_keys import _get_keys_document, _short
 from trusted_launch.crypto._encoding import b64url_encode
+from trusted_launch.crypto.errors import TokenMalformed
 from trusted_launch.crypto.receipt import (
     RECEIPT_KEY_ALGORITHM,
     Receipt,
@@ -26,7 +27,7 @@ from trusted_launch.crypto.receipt import (
     receipt_proof,
     verify_receipt,
 )
-from trusted_launch.crypto.token import token_digest
+from trusted_launch.crypto.token import check_token_text, token_digest
 
 MAX_RESPONSE_BYTES = 1024 * 1024
 PROOF_HEADER = "X-Receipt-Proof"
@@ -61,8 +62,12 @@ def _parse_key(entry: object) -> tuple[str, ec.EllipticCurvePublicKey]:
 def fetch_receipts(ttp_url: str, token: str, nonce: bytes, *, ca_file: str | None = None,
                    timeout: float = 10) -> list[Receipt]:
     """Every decision the TTP made about ``token``, each verified; oldest first."""
-    keys = fetch_receipt_keys(ttp_url, ca_file=ca_file, timeout=timeout)
+    try:
+        check_token_text(token)
+    except TokenMalformed as exc:
+        raise MalformedToken(str(exc)) from None
     digest = token_digest(token)
+    keys = fetch_receipt_keys(ttp_url, ca_file=ca_file, timeout=timeout)
     document = _get_receipts(ttp_url, digest.hex(), receipt_proof(nonce), ca_file, timeout)
     receipts = document.get("receipts") if isinstance(document, dict) else None
     if not isinstance(receipts, list) or not receipts:

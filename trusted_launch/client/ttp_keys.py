@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -10,7 +11,7 @@ import time
 import requests
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from trusted_launch.client.errors import TTPKeyError
+from trusted_launch.client.errors import TTPKeyError, UnknownProfileName
 from trusted_launch.crypto._encoding import b64url_decode
 from trusted_launch.crypto.token import HPKE_ALGORITHM
 
@@ -18,17 +19,39 @@ MAX_RESPONSE_BYTES = 64 * 1024
 _KEY_ID_RE = re.compile(r"[0-9a-f]{16}")
 
 
-def fetch_ttp_key(ttp_url: str, *, ca_file: str | None = None,
-                  timeout: float = 10) -> tuple[str, X25519PublicKey]:
+def fetch_ttp_key(ttp_url: str, *, ca_file: str | None = None, timeout: float = 10,
+                  profile: str | None = None) -> tuple[str, X25519PublicKey]:
     """``(key_id, public_key)`` of the first (current) key at ``{ttp_url}/v1/keys``.
 
     TLS is always verified: against ``ca_file`` if given, else the system CAs.
+    With ``profile``, :class:`UnknownProfileName` unless the TTP publishes a
+    profile of that name (a TTP that publishes no ``profiles`` list is not asked).
     """
     document = _get_keys_document(ttp_url, ca_file, timeout)
     keys = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(keys, list) or not keys or not isinstance(keys[0], dict):
         raise TTPKeyError(f"{ttp_url}/v1/keys lists no keys")
+    if profile is not None:
+        check_published_profile(ttp_url, document.get("profiles"), profile)
     return _parse_key(keys[0], now=time.time())
+
+
+def check_published_profile(ttp_url: str, published: object, profile: str) -> None:
+    """Refuse ``profile`` unless it is in the TTP's published ``profiles`` list."""
+    if published is None:
+        return
+    if not isinstance(published, list) or not all(isinstance(p, str) for p in published):
+        raise TTPKeyError(f"{ttp_url}/v1/keys: 'profiles' is not a list of names")
+    if not published:
+        raise UnknownProfileName(f"the TTP at {ttp_url} has no security profiles yet: its "
+                                 "operator adds them with 'trusted-launch-ttp-manage "
+                                 "profile set'")
+    if profile not in published:
+        close = difflib.get_close_matches(profile, published, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UnknownProfileName(f"security profile {profile!r} is not one the TTP at "
+                                 f"{ttp_url} offers: {hint}known profiles: "
+                                 f"{', '.join(published)}")
 
 
 def _get_keys_document(ttp_url: str, ca_file: str | None, timeout: float) -> object:

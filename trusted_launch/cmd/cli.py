@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from trusted_launch.cmd.help_text import describe_subcommands
+
 _COMMAND_MODULES = ("eventlog", "ima", "quote", "token", "verify", "receipt", "demo", "host",
                     "image")
 
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
-    return parser
+    return describe_subcommands(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (CommandError, ValueError, OSError) as exc:
-        print(f"trusted-launch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"trusted-launch {args.command}: error: {describe_error(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"trusted-launch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def describe_error(exc: Exception) -> str:
+    """One line; a file error names the file first (``PATH: no such file or directory``)."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ def enroll_command(args: argparse.Namespace) -> int:
 
     if not args.ttp.startswith("https://"):
         raise CommandError(f"--ttp {args.ttp!r} is not an https:// URL")
+    if args.ttp_ca_file and not os.path.isfile(args.ttp_ca_file):
+        raise CommandError(f"--ttp-ca-file {args.ttp_ca_file}: no such file (give the CA "
+                           "certificate that signed the TTP's HTTPS certificate)")
     ttp = TTPClient(args.ttp, ca_file=args.ttp_ca_file, timeout=args.timeout)
     try:
         with TPMDevice(args.tcti) as device:
@@ -50,7 +53,8 @@ def enroll_command(args: argparse.Namespace) -> int:
     except LaunchRefused as exc:
         raise CommandError(f"enrollment refused ({exc.check}): {exc.reason}") from None
     except TPMError as exc:
-        raise CommandError(f"TPM: {exc}") from None
+        raise CommandError(f"TPM: {exc} (check --tcti: the TPM must be reachable there and "
+                           "usable by this user)") from None
     _write_certificate(args.ak_cert_out, certificate)
     print(f"host {args.host} enrolled; AK certificate written to {args.ak_cert_out}")
     return 0

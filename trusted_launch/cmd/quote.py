@@ -33,13 +33,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def verify_command(args: argparse.Namespace) -> int:
-    evidence = load_go_attestation(json.loads(args.file.read_text()))
+    evidence = load_go_attestation(_read_json(args.file))
     attest = _verify(evidence, evidence.pcr_values)
     report = _report(evidence, attest)
     if args.eventlog is not None:
         report["eventlog"] = _verify_eventlog(evidence, attest, args.eventlog)
     print(json.dumps(report, indent=2) if args.json else _summary(report))
     return 0
+
+
+def _read_json(path: pathlib.Path) -> object:
+    """The JSON document in ``path``; CommandError naming the file if it is not JSON."""
+    from trusted_launch.cmd.cli import CommandError
+    try:
+        return json.loads(path.read_bytes())
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise CommandError(f"{path} is not a JSON quote file (go-attestation format): "
+                           f"{exc}") from None
 
 
 def _verify(evidence: QuoteEvidence, pcr_values) -> Attest:

@@ -6,9 +6,10 @@ import argparse
 import json
 
 from trusted_launch.client.errors import ClientError
-from trusted_launch.client.nonce_store import load_nonce
+from trusted_launch.client.nonce_store import check_nonce_file_matches, load_nonce
 from trusted_launch.client.receipts import fetch_receipts
 from trusted_launch.cmd.cli import CommandError
+from trusted_launch.crypto.errors import TokenMalformed
 from trusted_launch.crypto.receipt import (
     Receipt,
     ReceiptError,
@@ -18,6 +19,7 @@ from trusted_launch.crypto.receipt import (
     receipt_key_id,
     verify_receipt,
 )
+from trusted_launch.crypto.token import check_token_text, token_digest
 
 
 def register(subparsers) -> None:
@@ -59,9 +61,12 @@ def describe(receipt: Receipt) -> str:
 
 def show_receipts(args: argparse.Namespace) -> int:
     nonce = load_nonce(args.nonce_file)
+    token = _token_text(args)
     try:
-        receipts = fetch_receipts(args.ttp, _token_text(args), nonce, ca_file=args.ca_file)
-    except ClientError as exc:
+        check_token_text(token)
+        check_nonce_file_matches(args.nonce_file, token_digest(token).hex())
+        receipts = fetch_receipts(args.ttp, token, nonce, ca_file=args.ca_file)
+    except (TokenMalformed, ClientError) as exc:
         raise CommandError(str(exc)) from None
     if args.json:
         print(json.dumps({"verified": True, "receipts": [r.to_json() for r in receipts]}))

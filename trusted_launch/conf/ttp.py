@@ -13,8 +13,9 @@ host_status_group = cfg.OptGroup("host_status", title="Continuous host attestati
 
 api_opts = [
     cfg.HostAddressOpt("bind_host", default="127.0.0.1",
-                       help="Address the HTTPS API listens on (loopback unless set: give "
-                            "the address compute hosts and clients reach, or 0.0.0.0)."),
+                       help="Address the HTTPS API listens on. The default serves this "
+                            "machine only; set the address compute hosts and tenants reach "
+                            "(or 0.0.0.0 / :: for every interface)."),
     cfg.PortOpt("bind_port", default=8443, help="TCP port of the HTTPS API (0: any free port)."),
     cfg.StrOpt("cert_file", help="PEM server certificate (with chain) for HTTPS. Required."),
     cfg.StrOpt("key_file", help="PEM private key of the server certificate. Required."),

@@ -45,9 +45,9 @@ from trusted_launch.crypto.errors import (
 )
 
 __all__ = [
-    "HPKE_ALGORITHM", "MAX_METADATA_CHARS", "ImageDigest", "LaunchToken", "TokenTooLong",
-    "check_fits_metadata", "key_id_for", "open_token", "seal_token", "sealed_length",
-    "token_digest",
+    "HPKE_ALGORITHM", "MAX_METADATA_CHARS", "MIN_TOKEN_BYTES", "ImageDigest", "LaunchToken",
+    "TokenTooLong", "check_fits_metadata", "check_token_text", "key_id_for", "open_token",
+    "seal_token", "sealed_length", "token_digest",
 ]
 
 TOKEN_VERSION = 1
@@ -60,6 +60,11 @@ MAX_TOKEN_CHARS = 4096
 MAX_METADATA_CHARS = 255  # one Nova server metadata value
 _ENC_SIZE = 32
 _TAG_SIZE = 16
+# version, nonce, sha256 id + digest, expiry, a 1-character profile, no image key
+_MIN_PLAINTEXT = 1 + NONCE_SIZE + 1 + 32 + 4 + 1 + 1 + 1
+#: No complete token is shorter (bytes, and base64url characters).
+MIN_TOKEN_BYTES = 1 + KEY_ID_SIZE + _ENC_SIZE + _MIN_PLAINTEXT + _TAG_SIZE
+MIN_TOKEN_CHARS = (4 * MIN_TOKEN_BYTES + 2) // 3
 _INFO_LABEL = b"trusted-launch/v1 token"
 _PROFILE_RE = re.compile(r"[a-z0-9_-]{1,32}")
 _KEY_ID_RE = re.compile(r"[0-9a-f]{16}")
@@ -156,6 +161,24 @@ def open_token(text: str, private_keys: Mapping[str, X25519PrivateKey], *,
     if token.expires_at <= now:
         raise TokenExpired(f"token expired at {token.expires_at} (now {int(now)})")
     return token
+
+
+def check_token_text(text: str) -> bytes:
+    """The decoded bytes of ``text`` if it can be a whole token; else TokenMalformed.
+
+    Without the TTP's key a token's exact length is unknown, but none is
+    shorter than :data:`MIN_TOKEN_BYTES`; the message says it was likely cut.
+    """
+    stripped = text.strip() if isinstance(text, str) else text
+    try:
+        raw = _decode_outer(stripped)
+    except TokenMalformed as exc:
+        raise TokenMalformed(f"{exc} (was the token cut or altered when copied?)") from None
+    if len(raw) < MIN_TOKEN_BYTES:
+        raise TokenMalformed(
+            f"token is {len(stripped)} characters, shorter than any complete token "
+            f"({MIN_TOKEN_CHARS}): it was cut when copied; use the whole token")
+    return raw
 
 
 def token_digest(text: str) -> bytes:

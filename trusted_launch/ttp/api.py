@@ -223,6 +223,10 @@ class TTPApplication:
         body: dict = {"keys": [k.publication() for k in self.token_keys.keys()]}
         if self.receipts is not None:
             body["receipt_keys"] = [self.receipts.key.publication()]
+        try:  # the names help tenants spell a profile; keys stay available without them
+            body["profiles"] = self.profiles.profile_set().names()
+        except DatabaseError as exc:
+            LOG.warning("GET /v1/keys without profile names: %s", exc)
         return json_response(200, body)
 
     def enroll(self, request: webob.Request) -> webob.Response:

@@ -6,7 +6,8 @@ or to untrusted), INFO otherwise. The payload is exactly ``host``,
 ``time`` (unix seconds): no evidence, no nonce. Requests never wait for the
 bus: payloads go on a bounded queue that a daemon thread (started on first
 use, so after the server forked its workers) drains; a full queue drops and
-counts.
+counts. oslo.messaging is imported only when notifications are enabled (it
+pulls in eventlet, which warns that it is deprecated on every import).
 """
 
 from __future__ import annotations
@@ -14,10 +15,15 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import warnings
 from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import oslo_messaging
 from oslo_config import cfg
+
+if TYPE_CHECKING:
+    import oslo_messaging
 
 LOG = logging.getLogger(__name__)
 
@@ -25,6 +31,28 @@ EVENT_TYPE = "trusted_launch.host.status"
 PUBLISHER_ID = "trusted-launch-ttp"
 MAX_REASON = 1024
 _STOP = object()
+
+
+def import_messaging() -> ModuleType:
+    """oslo.messaging, without eventlet's deprecation warning (it is not used here).
+
+    oslo.messaging imports futurist and oslo.service, which import eventlet
+    when it is installed (Nova needs it); eventlet then warns on import. The
+    TTP never runs eventlet, so exactly that warning is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+        warnings.filterwarnings("ignore", message=r"eventletutils module is deprecated",
+                                category=DeprecationWarning)
+        import oslo_messaging
+    return oslo_messaging
+
+
+def messaging_options() -> list[tuple[str, list[cfg.Opt]]]:
+    """oslo.messaging's options per group (its sections of ttp.conf)."""
+    import_messaging()
+    from oslo_messaging import opts
+    return [(group or "DEFAULT", list(options)) for group, options in opts.list_opts()]
 
 
 def status_payload(host: str, profile: str | None, previous: str | None, reason: str,
@@ -40,6 +68,7 @@ class HostStatusNotifier:
 
     def __init__(self, transport_url: str | None, *, topics: Sequence[str] = ("notifications",),
                  queue_size: int = 1000, conf: cfg.ConfigOpts | None = None) -> None:
+        self._messaging = import_messaging()  # at start-up: catch_warnings is process-wide
         self._url = transport_url
         self._topics = list(topics)
         self._conf = conf if conf is not None else cfg.ConfigOpts()
@@ -73,6 +102,7 @@ class HostStatusNotifier:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
+            oslo_messaging = self._messaging
             self._transport = oslo_messaging.get_notification_transport(self._conf,
                                                                         url=self._url)
             self._notifier = oslo_messaging.Notifier(

@@ -204,7 +204,11 @@ _PATHS: dict = {
                              "type": "object", "required": ["keys"], "properties": {
                                  "keys": {"type": "array", "items": _ref("TokenKey")},
                                  "receipt_keys": {"type": "array",
-                                                  "items": _ref("ReceiptKey")}}})},
+                                                  "items": _ref("ReceiptKey")},
+                                 "profiles": {"type": "array", "items": {"type": "string"},
+                                              "description": "Names of the security "
+                                              "profiles a token may ask for, weakest "
+                                              "first"}}})},
                              "503": _error("Key store unavailable")}}},
     "/v1/hosts": {"get": {
         "operationId": "listHostStatus", "summary": "Current trust status of every host",

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from oslo_config import cfg
 
-from trusted_launch.conf import ttp as ttp_conf
+from trusted_launch.ttp import configuration
 from trusted_launch.ttp.api import Limits, TTPApplication
 from trusted_launch.ttp.db.api import TTPDatabase
 from trusted_launch.ttp.enrollment import Enrollment, load_ca_certificates
@@ -23,7 +23,7 @@ from trusted_launch.ttp.profiles import ProfileStore
 from trusted_launch.ttp.receipts import ReceiptIssuer, ReceiptKey
 from trusted_launch.ttp.service import AttestationService
 
-DEFAULT_CONFIG = "/etc/trusted-launch/ttp.conf"
+DEFAULT_CONFIG = configuration.DEFAULT_CONFIG
 
 
 def _verifier_factory(conf: cfg.ConfigOpts, keys: TokenKeyStore,
@@ -77,12 +77,8 @@ def make_host_status(conf: cfg.ConfigOpts, db: TTPDatabase,
 
 
 def load_config(config_files: list[str]) -> cfg.ConfigOpts:
-    """A fresh ConfigOpts with the TTP options, parsed from ``config_files``."""
-    conf = cfg.ConfigOpts()
-    ttp_conf.register_opts(conf)
-    conf([], project="trusted-launch", prog="trusted-launch-ttp",
-         default_config_files=config_files)
-    return conf
+    """A fresh ConfigOpts with the TTP options, parsed from ``config_files`` and checked."""
+    return configuration.load_config(config_files, prog="trusted-launch-ttp")
 
 
 class _LazyApplication:

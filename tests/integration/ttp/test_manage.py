@@ -105,6 +105,23 @@ def test_make_app_serves_in_process(config: pathlib.Path) -> None:
                               content_type="application/json",
                               headers={"X-Auth-Token": "admin-secret"}).get_response(app)
     assert put.status_int == 201, put.body
+    assert json.loads(webob.Request.blank("/v1/keys").get_response(app).body)["profiles"] == [
+        "inproc"]
+    app.db.dispose()
+
+
+def test_keys_are_published_while_the_database_is_unavailable(config: pathlib.Path) -> None:
+    """Token keys live in files: a database outage drops only the profile names."""
+    import sqlite3
+
+    assert _manage(config, "db", "sync").returncode == 0
+    app = make_app(load_config([str(config)]))
+    with sqlite3.connect(config.parent / "ttp.sqlite") as database:
+        database.execute("DROP TABLE profile_revision")
+    keys = webob.Request.blank("/v1/keys").get_response(app)
+    assert keys.status_int == 200, keys.body
+    body = json.loads(keys.body)
+    assert len(body["keys"]) == 1 and "profiles" not in body
     app.db.dispose()
 
 
@@ -142,3 +159,16 @@ def test_activation_challenge_expires(tmp_path: pathlib.Path) -> None:
         db.save_pending_host(**{**pending, "ek_cert_fingerprint": "ek-b"})
     assert db.get_host("h1").credential_digest is None  # the secret digest is spent
     db.dispose()
+
+
+def test_profile_draft_as_the_readme_writes_it(tmp_path: pathlib.Path) -> None:
+    """``profile draft --eventlog LOG`` alone: a reviewable draft that profile set accepts."""
+    drafted = _manage(None, "profile", "draft", "--eventlog",
+                      str(EVENTLOG_DIR / "secureboot_binary_bios_measurements"))
+    assert drafted.returncode == 0 and drafted.stderr == "", drafted.stderr
+    assert drafted.stdout.startswith("# Drafted from secureboot_binary_bios_measurements")
+    document = yaml.safe_load(drafted.stdout)
+    assert (document["name"], document["level"]) == ("draft", 20)
+    not_a_log = _manage(None, "profile", "draft", "--eventlog", str(EXAMPLES / "low.yaml"))
+    assert not_a_log.returncode == 1 and not_a_log.stderr.count("\n") == 1
+    assert "low.yaml: event log at offset 0: not a TCG event log" in not_a_log.stderr

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from trusted_launch.client.errors import NonceStoreError, TTPKeyError
+from trusted_launch.client.errors import NonceStoreError, TTPKeyError, UnknownProfileName
 from trusted_launch.client.launch_token import create_launch_token
 from trusted_launch.client.nonce_store import load_nonce, nonce_directory, store_nonce
 from trusted_launch.cmd import cli
@@ -139,3 +139,31 @@ def test_cli_token_create_errors_are_one_line(fake_ttp, tmp_path, capsys, extra,
     assert status == 1
     assert err.startswith("trusted-launch token: error:") and err.count("\n") == 1
     assert re.search(problem, err)
+
+
+def test_a_profile_the_ttp_does_not_publish_is_refused_naming_the_known_ones(
+        fake_ttp, tmp_path, capsys):
+    fake_ttp.document["profiles"] = ["low", "medium", "high"]
+    status = cli.main(["token", "create", "--ttp", fake_ttp.url, "--sp", "hihg",
+                       "--image-digest", "sha256:" + "11" * 32, "--ca-file", fake_ttp.ca_file,
+                       "--nonce-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1
+    assert "security profile 'hihg' is not one the TTP" in err
+    assert "did you mean 'high'?" in err and "known profiles: low, medium, high" in err
+    assert not list(tmp_path.iterdir())  # no nonce file for a refused token
+    text, _ = create_launch_token(fake_ttp.url, "medium", DIGEST, ca_file=fake_ttp.ca_file,
+                                  nonce_dir=tmp_path)
+    assert open_token(text, {fake_ttp.key_id: fake_ttp.private_key},
+                      now=time.time()).profile == "medium"
+
+
+@pytest.mark.parametrize("published,message", [
+    ([], "has no security profiles yet"),
+    ("high", "'profiles' is not a list of names"),
+])
+def test_an_empty_or_malformed_profile_list_is_refused(fake_ttp, tmp_path, published, message):
+    fake_ttp.document["profiles"] = published
+    with pytest.raises((UnknownProfileName, TTPKeyError), match=message):
+        create_launch_token(fake_ttp.url, "high", DIGEST, ca_file=fake_ttp.ca_file,
+                            nonce_dir=tmp_path)

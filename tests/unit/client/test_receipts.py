@@ -90,3 +90,32 @@ def test_cli_receipt_verify_offline(tmp_path, capsys):
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not bound to this launch nonce" in err
+
+
+def test_minimum_token_length_is_that_of_the_smallest_token():
+    from trusted_launch.crypto.digest import ImageDigest
+    from trusted_launch.crypto.token import MIN_TOKEN_BYTES, LaunchToken, sealed_length
+    smallest = LaunchToken(bytes(32), "a", ImageDigest("sha256", bytes(32)), 0)
+    assert sealed_length(smallest) == (4 * MIN_TOKEN_BYTES + 2) // 3
+
+
+def test_a_truncated_token_is_named_before_the_ttp_is_asked(fake_ttp, tmp_path, capsys):
+    """A cut token gets its own error, not the 'no decision about this token' of an unused one."""
+    from trusted_launch.client.launch_token import create_launch_token
+    from trusted_launch.crypto.digest import ImageDigest
+    token, nonce_file = create_launch_token(
+        fake_ttp.url, "high", ImageDigest("sha512", bytes(64)), ca_file=fake_ttp.ca_file,
+        nonce_dir=tmp_path)
+    base = ["receipt", "show", "--ttp", fake_ttp.url, "--ca-file", fake_ttp.ca_file,
+            "--nonce-file", str(nonce_file), "--token"]
+    fake_ttp.status = 500  # any request to the TTP would fail differently
+    errors = {}
+    for name, text in [("cut", token[:-12]), ("short", token[:100]), ("odd", token[:-1]),
+                       ("whole", token)]:
+        assert cli.main([*base, text]) == 1
+        errors[name] = capsys.readouterr().err
+        assert errors[name].count("\n") == 1
+    assert "is not the one nonce file" in errors["cut"] and "cut or altered" in errors["cut"]
+    assert "shorter than any complete token" in errors["short"]
+    assert "cut" in errors["odd"]
+    assert "cut" not in errors["whole"] and "HTTP 500" in errors["whole"]

@@ -128,7 +128,12 @@ def parse_event_log(data: bytes) -> EventLog:
     data = bytes(data)
     if not data:
         raise _error(0, "empty event log")
-    pcr, event_type, digest, start, end = _read_legacy(data, 0)
+    try:
+        pcr, event_type, digest, start, end = _read_legacy(data, 0)
+    except EventLogError as exc:
+        raise _error(0, f"not a TCG event log: its first record is not a TCG_PCR_EVENT "
+                        f"({exc.problem}); give the binary log, e.g. "
+                        "/sys/kernel/security/tpm0/binary_bios_measurements") from None
     first = data[start:end]
     events = _Events()
     if event_type == _NO_ACTION and first.startswith(SPEC_ID_SIGNATURE):
