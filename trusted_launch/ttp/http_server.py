@@ -273,6 +273,8 @@ class WorkerServer:
             raise _Close
         if not isinstance(event, h11.Request):
             raise _ClientError(BadRequest("request", "not an HTTP/1.1 request"))
+        if _head_size(event) > MAX_HEAD_SIZE:  # h11 bounds only a head still incomplete
+            raise _ClientError(_too_large_head())
         return event
 
     def _head(self, connection: h11.Connection, tls: ssl.SSLSocket, idle_until: float,
@@ -391,9 +393,18 @@ class _InternalError(APIError):
 
 def _protocol_error(exc: h11.RemoteProtocolError) -> APIError:
     if exc.error_status_hint == 431:
-        return HeadersTooLarge("headers", f"request line and headers over {MAX_HEAD_SIZE} "
-                                          f"bytes")
+        return _too_large_head()
     return BadRequest("request", f"malformed HTTP/1.1: {str(exc)[:120]}")
+
+
+def _too_large_head() -> APIError:
+    return HeadersTooLarge("headers", f"request line and headers over {MAX_HEAD_SIZE} bytes")
+
+
+def _head_size(request: h11.Request) -> int:
+    """Bytes of the request line and headers as sent (give or take whitespace)."""
+    line = len(request.method) + len(request.target) + len(b"  HTTP/1.1\r\n")
+    return line + sum(len(name) + len(value) + 4 for name, value in request.headers)
 
 
 def _content_length(request: h11.Request) -> int | None:

@@ -239,3 +239,28 @@ def test_sigterm_stops_cleanly_with_idle_and_slow_clients_connected(
             for sock in (slow, silent):
                 sock.close()
             idle.close()
+
+
+def test_oversized_headers_get_431_without_an_application_slot(ttp):
+    sock = _tls(ttp, HONEST)
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        answer = _read_to_end(sock)
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert b'"check":"headers"' in answer
+
+
+def test_expect_100_continue_is_answered_before_the_body(ttp):
+    sock = _tls(ttp, HONEST)
+    try:
+        sock.sendall(b"POST /v1/hosts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
+                     b"Content-Type: application/json\r\nExpect: 100-continue\r\n\r\n")
+        sock.settimeout(PATIENCE)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 ")
+        sock.sendall(b"{}")
+        answer = sock.recv(65536)
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 400 ")  # the application judged the (empty) body
