@@ -15,6 +15,10 @@ machine's 2 cores with the server and PostgreSQL; the CPU time of all three
 is measured, and ``ttp_https_cpu_bound_per_s`` is what the 2 cores could
 serve if they only ran these three (cores / CPU seconds per attestation).
 Baseline: GET /v1/keys under the same load (TLS + HTTP + WSGI, no verification).
+The same TTP (configuration, database, keys) is then served by the previous
+HTTPS server, cheroot with its TLS handshakes in the accept loop, run from git
+history (``CHEROOT_COMMIT``), under the same load with its own fresh payloads:
+its figures stand beside the current server's (``ttp_https_cheroot_*``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import pathlib
 import resource
 import secrets
 import ssl
+import subprocess
 import sys
 import tempfile
 import threading
@@ -52,6 +57,7 @@ from trusted_launch.policy import ProfileSet, load_profile  # noqa: E402
 from trusted_launch.sandbox.databases import DatabaseUnavailable  # noqa: E402
 from trusted_launch.sandbox.databases import postgres_database as sandbox_postgres  # noqa: E402
 from trusted_launch.sandbox.swtpm import StateCache, SwtpmProcess  # noqa: E402
+from trusted_launch.sandbox.ttp_process import TTPServer  # noqa: E402
 from trusted_launch.tpm import TPMDevice, bindkeys  # noqa: E402
 from trusted_launch.ttp.verifier import (  # noqa: E402
     AttestationRequest,
@@ -67,6 +73,25 @@ HTTPS_REQUESTS = 1600
 APP_REQUESTS = 300  # the WSGI application called in-process (no TLS, no HTTP server)
 CLIENT_THREADS = 16
 CORES = os.cpu_count() or 1
+#: The last commit whose TTP served HTTPS with cheroot: the previous server, run from
+#: git history as the same run's baseline of the current one.
+CHEROOT_COMMIT = "771187a3326890007024eb09e84162ff1f6e4e28"
+# ``python -c`` program: argv[1] the directory of cheroot_server.py, then --config-file.
+_CHEROOT_LAUNCHER = """
+import sys
+sys.path.insert(0, sys.argv.pop(1))
+from oslo_config import cfg
+from oslo_log import log as logging
+import cheroot_server
+from trusted_launch.conf import ttp as ttp_conf
+from trusted_launch.ttp import wsgi
+conf = cfg.ConfigOpts()
+ttp_conf.register_opts(conf)
+logging.register_options(conf)
+conf(sys.argv[1:], project="trusted-launch", prog="trusted-launch-ttp")
+logging.setup(conf, "trusted-launch-ttp")
+cheroot_server.run(conf, lambda: wsgi.make_app(conf))
+"""
 # The verifier does not read the AK certificate (the service checks it).
 PLACEHOLDER_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
@@ -255,23 +280,62 @@ def https_throughput(tmp: pathlib.Path) -> dict:
         key = host.pool.acquire()
         bindkeys.preload(host.device, key)
         key_id, public = env.ttp_key
-        bodies = make_bodies(host.device, key, HTTPS_REQUESTS + CLIENT_THREADS + APP_REQUESTS,
+        per_server = HTTPS_REQUESTS + CLIENT_THREADS
+        bodies = make_bodies(host.device, key, 2 * per_server + APP_REQUESTS,
                              host=host.name, ak_certificate=_ak_certificate(host),
                              key_id=key_id, public=public)
         payloads = [json.dumps(body).encode() for body in bodies]
-        in_process = payloads[-APP_REQUESTS:]
-        del payloads[-APP_REQUESTS:]
-        pids = _server_pids(env.ttp.process.pid)
-        port, ca_file = env.ttp.port, str(env.ttp.ca_file)
-        db_pids = _backend_pids(database_url)
-        _load(port, ca_file, "/v1/attestations", payloads[:CLIENT_THREADS], pids,  # warm-up
-              db_pids)
-        attest = _load(port, ca_file, "/v1/attestations", payloads[CLIENT_THREADS:], pids,
-                       db_pids)
-        keys = _load(port, ca_file, "/v1/keys", [None] * HTTPS_REQUESTS, pids, db_pids)
+        in_process = payloads[2 * per_server:]
+        with cheroot_ttp(env.ttp, tmp / "cheroot") as previous:  # first: it gets the
+            # smaller tables, so any drift favours the baseline
+            before = None if previous is None else _attest_and_keys(
+                previous, payloads[per_server:2 * per_server], database_url)
+        attest, keys = _attest_and_keys(env.ttp, payloads[:per_server], database_url)
         app_ms = _app_cpu_ms(env.ttp.config_file, in_process)
-    return {"attest": attest, "keys": keys, "app_cpu_ms": app_ms,
+    return {"attest": attest, "keys": keys, "app_cpu_ms": app_ms, "cheroot": before,
             "database": "postgresql" if database_url else "sqlite (PostgreSQL unreachable)"}
+
+
+def _attest_and_keys(ttp: TTPServer, payloads: list[bytes], database_url: str | None
+                     ) -> tuple[dict, dict]:
+    """Warm up, then attestations and GET /v1/keys under the same load on ``ttp``."""
+    pids = _server_pids(ttp.process.pid)
+    port, ca_file = ttp.port, str(ttp.ca_file)
+    db_pids = _backend_pids(database_url)
+    _load(port, ca_file, "/v1/attestations", payloads[:CLIENT_THREADS], pids, db_pids)
+    attest = _load(port, ca_file, "/v1/attestations", payloads[CLIENT_THREADS:], pids, db_pids)
+    keys = _load(port, ca_file, "/v1/keys", [None] * HTTPS_REQUESTS, pids, db_pids)
+    if set(attest["statuses"]) != {200}:
+        raise RuntimeError(f"attestations not all accepted: {attest['statuses']}")
+    return attest, keys
+
+
+@contextlib.contextmanager
+def cheroot_ttp(ttp: TTPServer, directory: pathlib.Path) -> Iterator[TTPServer | None]:
+    """The same TTP (config, database, keys) served by the previous cheroot server.
+
+    None when the checkout has no git history or cheroot is not installed.
+    """
+    try:
+        import cheroot  # noqa: F401 - only the baseline needs it
+        source = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{CHEROOT_COMMIT}:trusted_launch/ttp/server.py"],
+            capture_output=True, check=True, timeout=60).stdout
+    except (ImportError, OSError, subprocess.SubprocessError):
+        yield None
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "cheroot_server.py").write_bytes(source)
+    config = directory / "ttp.conf"
+    config.write_text(ttp.config_file.read_text().replace(
+        f"port_file = {ttp.directory / 'port'}", f"port_file = {directory / 'port'}"))
+    server = TTPServer(directory, config, ttp.ca_file, ttp.admin_token,
+                       command=(sys.executable, "-c", _CHEROOT_LAUNCHER, str(directory)))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _app_cpu_ms(config_file: pathlib.Path, payloads: list[bytes]) -> float:
@@ -320,13 +384,27 @@ def _notes(database: str, attest: dict, figures: dict, server_ms: float, db_ms: 
         text += (f" ttp_https_per_s is below 400/s: with all {CORES} cores for this test it "
                  f"would be bounded by CPU at ~{figures['ttp_https_cpu_bound_per_s']:.0f}/s "
                  "(cores / (TTP + PostgreSQL + client CPU per attestation)). The TTP's "
-                 "share beyond the application alone is TLS, cheroot and 8 threads in 2 "
+                 "share beyond the application alone is TLS, the HTTP server and 8 threads in 2 "
                  "processes contending for 2 cores. A py-spy --gil profile of the workers "
                  "(development) split the TTP's Python time: verify ~25% (HPKE token, ECDSA "
                  "certify, ECDH release), audit insert + receipt signature ~25%, body "
                  "parse/base64 ~12%, reads ~9%, TLS/HTTP/WSGI the rest. The durable commit "
                  "waits on fsync, but the waits overlap across threads.")
     return text
+
+
+def _cheroot_figures(measured: tuple[dict, dict] | None) -> dict:
+    """The previous server's figures from the same run (None: it could not run here)."""
+    if measured is None:
+        return {"ttp_https_cheroot_per_s": None, "ttp_https_cheroot_p95_ms": None,
+                "baseline_https_keys_cheroot_per_s": None,
+                "ttp_server_cheroot_cpu_ms_per_attestation": None}
+    attest, keys = measured
+    return {"ttp_https_cheroot_per_s": round(attest["per_s"], 1),
+            "ttp_https_cheroot_p95_ms": round(attest["p95_ms"], 2),
+            "baseline_https_keys_cheroot_per_s": round(keys["per_s"], 1),
+            "ttp_server_cheroot_cpu_ms_per_attestation": round(
+                attest["server_cpu_s"] / attest["requests"] * 1000, 2)}
 
 
 def _ak_certificate(host) -> str:
@@ -338,8 +416,6 @@ def run() -> dict:
         figures = verifier_throughput(pathlib.Path(tmp))
         https = https_throughput(pathlib.Path(tmp))
     attest, keys = https["attest"], https["keys"]
-    if set(attest["statuses"]) != {200}:
-        raise RuntimeError(f"attestations not all accepted: {attest['statuses']}")
     cpu_per_attestation_ms = attest["server_cpu_s"] / attest["requests"] * 1000
     db_ms = attest["db_cpu_s"] / attest["requests"] * 1000
     client_ms = attest["client_cpu_s"] / attest["requests"] * 1000
@@ -364,6 +440,7 @@ def run() -> dict:
         "ttp_workers_per_1000_launches_per_min": round(
             1000 / 60 * cpu_per_attestation_ms / 1000, 3),
     })
+    figures.update(_cheroot_figures(https["cheroot"]))
     figures["notes"] = _notes(https["database"], attest, figures, cpu_per_attestation_ms, db_ms,
                               client_ms)
     for name, value in figures.items():

@@ -22,14 +22,14 @@ DESCRIPTION = ("Run the trusted-launch TTP's HTTPS API server (pre-forked worker
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``--config-file``, check the configuration, set up logging, serve until SIGTERM."""
-    from trusted_launch.ttp import server, wsgi
+    from trusted_launch.ttp import server
     conf = None
     try:
         conf = load_config(None, prog="trusted-launch-ttp", description=DESCRIPTION,
                            argv=sys.argv[1:] if argv is None else argv)
         check_server_files(conf)
         logging.setup(conf, "trusted-launch-ttp")
-        server.run(conf, lambda: wsgi.make_pipeline(conf))
+        server.run(conf, lambda: _make_app(conf))
     except OSError as exc:
         print(f"trusted-launch-ttp: error: {_os_problem(exc, conf)}", file=sys.stderr)
         return 1
@@ -50,6 +50,12 @@ def _os_problem(exc: OSError, conf: cfg.ConfigOpts | None) -> str:
     if exc.filename is not None:
         return f"{exc.filename}: {exc.strerror}"
     return str(exc)
+
+
+def _make_app(conf: cfg.ConfigOpts):
+    """The WSGI app; imported only now, after the server set up its metrics directory."""
+    from trusted_launch.ttp import wsgi
+    return wsgi.make_pipeline(conf)
 
 
 if __name__ == "__main__":

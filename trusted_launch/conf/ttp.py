@@ -24,7 +24,10 @@ api_opts = [
     cfg.StrOpt("key_file", help="PEM private key of the server certificate. Required."),
     cfg.StrOpt("client_ca_file",
                help="If set, clients must present a certificate issued by this CA (mutual TLS)."),
-    cfg.IntOpt("threads", default=8, min=1, help="Request threads per worker process."),
+    cfg.IntOpt("threads", default=8, min=1,
+               help="Requests the application runs at once per worker process (each "
+                    "holds a database connection meanwhile). Only complete requests "
+                    "(headers and body read) take one: a slow client holds none."),
     cfg.IntOpt("workers", default=1, min=1,
                help="Worker processes sharing the listening socket (pre-fork)."),
     cfg.IntOpt("max_request_body_size", default=6 * 1024 * 1024, min=1024,
@@ -32,6 +35,31 @@ api_opts = [
                     "unread. Attestations carry the base64 event log (up to 4 MiB)."),
     cfg.IntOpt("max_json_depth", default=16, min=2,
                help="Deepest JSON nesting accepted in a request body."),
+    cfg.FloatOpt("tls_handshake_timeout", default=5.0, min=0.1,
+                 help="Seconds a new connection has to complete its TLS handshake; a "
+                      "client that sends no ClientHello is closed then. Handshakes run "
+                      "beside each other, never in the accept path."),
+    cfg.FloatOpt("header_timeout", default=10.0, min=0.1,
+                 help="Seconds a client has for the whole request line and headers: from "
+                      "the end of the TLS handshake for a connection's first request, "
+                      "from the request's first byte on a kept-alive connection. Past it "
+                      "the connection is closed (with 408 if part of a request came), "
+                      "however slowly bytes trickle in."),
+    cfg.FloatOpt("body_timeout", default=30.0, min=0.1,
+                 help="Seconds a client has to send a whole request body (bodies are read "
+                      "before any application thread is taken), and to take in a whole "
+                      "response. Past it the connection is closed."),
+    cfg.FloatOpt("keep_alive_timeout", default=30.0, min=0.1,
+                 help="Seconds an idle kept-alive connection may wait for its next "
+                      "request before the server closes it."),
+    cfg.IntOpt("max_connections", default=512, min=1,
+               help="Open connections per worker process (each has its own thread "
+                    "for TLS and reading); a connection beyond it is closed at once. Keep "
+                    "workers x max_connections below the open-file limit (ulimit -n)."),
+    cfg.IntOpt("max_connections_per_address", default=32, min=1,
+               help="Open connections per client IP address and worker process; a "
+                    "connection beyond it is closed at once, so one client cannot take "
+                    "the slots of others."),
     cfg.StrOpt("admin_token_hash",
                help="SHA-256 hex digest of a legacy admin API key, sent in X-Auth-Token "
                     "(role admin). Prefer tokens from 'trusted-launch-ttp-manage token "

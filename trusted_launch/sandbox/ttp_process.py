@@ -12,7 +12,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import requests
@@ -34,6 +34,8 @@ class TTPServer:
     process: subprocess.Popen | None = None
     port: int = 0
     session: requests.Session = field(default_factory=requests.Session)
+    #: The server program, run with ``--config-file``; default ``trusted-launch-ttp``.
+    command: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -103,7 +105,8 @@ class TTPServer:
         port_file.unlink(missing_ok=True)
         with open(self.directory / "server.log", "ab") as log:
             self.process = subprocess.Popen(
-                [str(BIN_DIR / "trusted-launch-ttp"), "--config-file", str(self.config_file)],
+                [*(self.command or (str(BIN_DIR / "trusted-launch-ttp"),)), "--config-file",
+                 str(self.config_file)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -136,10 +139,16 @@ class TTPServer:
 def write_ttp_config(directory: pathlib.Path, *, database_url: str, cert: pathlib.Path,
                      key: pathlib.Path, admin_token: str, ek_ca_files: list[pathlib.Path],
                      workers: int = 2, client_ca_file: pathlib.Path | None = None,
-                     profile_dir: pathlib.Path | None = None) -> pathlib.Path:
-    """A complete TTP config file in ``directory`` (listening on an ephemeral port)."""
+                     profile_dir: pathlib.Path | None = None,
+                     api_options: Mapping[str, object] | None = None) -> pathlib.Path:
+    """A complete TTP config file in ``directory`` (listening on an ephemeral port).
+
+    ``api_options``: more ``[api]`` options (server deadlines and caps, threads).
+    """
     config = directory / "ttp.conf"
     client_ca = f"client_ca_file = {client_ca_file}" if client_ca_file else ""
+    options = {"threads": 4, **(api_options or {})}
+    extra = "\n".join(f"{name} = {value}" for name, value in options.items())
     config.write_text(f"""[DEFAULT]
 debug = false
 [api]
@@ -150,7 +159,7 @@ cert_file = {cert}
 key_file = {key}
 {client_ca}
 workers = {workers}
-threads = 4
+{extra}
 max_request_body_size = 262144
 admin_token_hash = {hashlib.sha256(admin_token.encode()).hexdigest()}
 [database]
@@ -172,18 +181,21 @@ ek_ca_files = {','.join(str(p) for p in ek_ca_files)}
 def start_ttp(directory: pathlib.Path, *, tls_ca: CertificateAuthority,
               ek_ca_files: list[pathlib.Path], database_url: str | None = None,
               workers: int = 1, profiles_dir: pathlib.Path | None = None,
-              debug: bool = False) -> Iterator[TTPServer]:
+              debug: bool = False, api_options: Mapping[str, object] | None = None
+              ) -> Iterator[TTPServer]:
     """A synced database, a TLS certificate from ``tls_ca``, the server running.
 
     ``profiles_dir``: install every ``*.yaml`` profile in it through the API.
     ``debug``: log at DEBUG, every SQL statement with its parameters included.
+    ``api_options``: more ``[api]`` options (see :func:`write_ttp_config`).
     """
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = tls_ca.issue("ttp-server")
     admin_token = secrets.token_urlsafe(24)
     config = write_ttp_config(
         directory, database_url=database_url or f"sqlite:///{directory / 'ttp.sqlite'}",
-        cert=cert, key=key, admin_token=admin_token, ek_ca_files=ek_ca_files, workers=workers)
+        cert=cert, key=key, admin_token=admin_token, ek_ca_files=ek_ca_files, workers=workers,
+        api_options=api_options)
     if debug:
         config.write_text(config.read_text().replace(
             "debug = false", "debug = true\ndefault_log_levels = sqlalchemy.engine=INFO", 1))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import webob
 from oslo_log import log as logging
 
+from trusted_launch.ttp import metrics
 from trusted_launch.ttp.auth import Authenticator, Authorizer, Principal, new_token
 from trusted_launch.ttp.db.access import AccessStore
 from trusted_launch.ttp.db.api import DatabaseError, TTPDatabase
@@ -186,6 +187,7 @@ class TTPApplication:
             (re.compile(rf"^/v1/receipts/{_NAME}$"), {
                 "GET": (self.get_receipts, "ttp:receipts:get")}),
             (re.compile(r"^/v1/tokens$"), {"POST": (self.create_token, "ttp:tokens:create")}),
+            (re.compile(r"^/metrics$"), {"GET": (self.metrics_endpoint, "ttp:metrics:get")}),
         ]
 
     def __call__(self, environ: dict, start_response: Callable) -> object:
@@ -296,7 +298,9 @@ class TTPApplication:
         return json_response(200, {"ak_certificate": pem})
 
     def get_host(self, request: webob.Request, host: str) -> webob.Response:
-        return json_response(200, self.access.registry.get(host).to_json())
+        registration = self.access.registry.get(host).to_json()
+        last = None if self.host_status is None else self.host_status.last_attested_at(host)
+        return json_response(200, {**registration, "last_attested_at": last})
 
     @staticmethod
     def _fingerprint(body: dict) -> str | None:
@@ -354,7 +358,9 @@ class TTPApplication:
         return json_response(201, self._host_status().challenge(host))
 
     def host_attest(self, request: webob.Request, host: str) -> webob.Response:
-        return json_response(200, self._host_status().attest(host, self._json_body(request)))
+        return json_response(200, metrics.observe_attestation(
+            "host", lambda: self._host_status().attest(host, self._json_body(request)),
+            metrics.host_outcome))
 
     def list_profiles(self, request: webob.Request) -> webob.Response:
         return json_response(200, {"profiles": self.profiles.summaries()})
@@ -387,7 +393,9 @@ class TTPApplication:
                 and body.get("host") != principal.host:
             raise Forbidden("host_mismatch", f"credentials of host {principal.host!r} cannot "
                                              "attest for another host")
-        status, body = self.attestations.attest(body, self._requester(request))
+        status, body = metrics.observe_attestation(
+            "launch", lambda: self.attestations.attest(body, self._requester(request)),
+            metrics.launch_outcome)
         return json_response(status, body)
 
     def get_attestation(self, request: webob.Request, name: str) -> webob.Response:
@@ -403,3 +411,10 @@ class TTPApplication:
             raise NotFound("receipt", "this TTP issues no receipts")
         receipts = self.receipts.lookup(name, request.headers.get(PROOF_HEADER))
         return json_response(200, {"token_digest": name, "receipts": receipts})
+
+    def metrics_endpoint(self, request: webob.Request) -> webob.Response:
+        """Prometheus text exposition: counters of every worker, fleet figures from the DB."""
+        response = webob.Response(status=200, body=metrics.exposition(self.db))
+        response.headers["Content-Type"] = metrics.CONTENT_TYPE
+        response.headers["Cache-Control"] = "no-store"
+        return response

@@ -70,6 +70,12 @@ class EnrollmentRefused(Refused):
     code = "enrollment_refused"
 
 
+class RequestTimeout(APIError):
+    """The client did not send its request within the server's deadline (408)."""
+
+    status, code = 408, "request_timeout"
+
+
 class Conflict(APIError):
     """The request conflicts with the stored state (409)."""
 
@@ -92,6 +98,12 @@ class UnsupportedMediaType(APIError):
     """The body is not in a supported format (415)."""
 
     status, code = 415, "unsupported_media_type"
+
+
+class HeadersTooLarge(APIError):
+    """The request line and headers exceed the server's limit (431)."""
+
+    status, code = 431, "request_header_fields_too_large"
 
 
 class ServiceUnavailable(APIError):

@@ -58,7 +58,12 @@ from trusted_launch.policy import ProfileSet, SecurityProfile, Verdict, evaluate
 from trusted_launch.ttp.db.api import TTPDatabase
 from trusted_launch.ttp.enrollment import check_host_name
 from trusted_launch.ttp.errors import BadRequest, Refused, unknown_field_check
-from trusted_launch.ttp.host_status_store import HostStatusStore, NonceState, StoredHostStatus
+from trusted_launch.ttp.host_status_store import (
+    HostStatusStore,
+    NonceState,
+    StoredHostStatus,
+    iso_utc,
+)
 from trusted_launch.ttp.requests import RequestInvalid
 from trusted_launch.ttp.verifier import proven_view
 
@@ -205,6 +210,11 @@ class HostStatusService:
         """Every host's current status (GET /v1/hosts?status=1)."""
         return {"hosts": [status.to_json() for status in self.store.all()],
                 "now": self.clock()}
+
+    def last_attested_at(self, host: str) -> str | None:
+        """ISO time of the host's latest accepted periodic quote, None if it never sent one."""
+        stored = self.store.get(host)
+        return None if stored is None else iso_utc(stored.checked_at)
 
     def _ak_public(self, host: str) -> PublicArea:
         row = self.db.get_host(host)

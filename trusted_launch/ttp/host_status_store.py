@@ -7,6 +7,7 @@ several worker processes.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import json
 from dataclasses import dataclass, field
@@ -43,7 +44,23 @@ class StoredHostStatus:
     def to_json(self) -> dict:
         """The public form (GET /v1/hosts?status=1): no IMA replay internals."""
         return {"host": self.host, "profile": self.profile, "trusted": self.profile is not None,
-                "check": self.check, "reason": self.reason, "checked_at": self.checked_at}
+                "check": self.check, "reason": self.reason, "checked_at": self.checked_at,
+                "last_attested_at": iso_utc(self.checked_at)}
+
+
+@dataclass(frozen=True)
+class LastAttested:
+    """When a host's latest periodic quote was accepted, and the profile it met."""
+
+    host: str
+    profile: str | None
+    checked_at: float
+
+
+def iso_utc(seconds: float) -> str:
+    """Unix seconds as ISO 8601 UTC with a Z, to the second."""
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def _from_row(row: HostStatusRow) -> StoredHostStatus:
@@ -111,6 +128,14 @@ class HostStatusStore:
             row.ima_offset = status.ima_offset
             row.ima_failed = json.dumps(status.ima_failed, sort_keys=True)
             return previous
+
+    def last_attested(self) -> list[LastAttested]:
+        """Every host's latest accepted quote time and profile, by host name (no IMA state)."""
+        with self.db._transaction() as session:
+            return [LastAttested(host, profile, checked_at) for host, profile, checked_at in
+                    session.execute(select(HostStatusRow.host, HostStatusRow.profile,
+                                           HostStatusRow.checked_at)
+                                    .order_by(HostStatusRow.host))]
 
     def all(self) -> list[StoredHostStatus]:
         """Every host's status, by host name."""

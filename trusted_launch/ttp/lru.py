@@ -1,4 +1,7 @@
-"""A bounded, thread-safe least-recently-used map for the TTP's per-worker caches."""
+"""A bounded, thread-safe least-recently-used map for the TTP's per-worker caches.
+
+A named cache counts its hits and misses in the TTP's metrics (ttp_cache_lookups).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,15 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
+from trusted_launch.ttp import metrics
+
 
 class LRUCache:
     """At most ``size`` entries (0: keeps nothing); the least recently used goes first."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, name: str | None = None) -> None:
         self.size = size
+        self.name = name
         self._entries: OrderedDict[Hashable, object] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -21,7 +27,9 @@ class LRUCache:
             value = self._entries.get(key)
             if value is not None:
                 self._entries.move_to_end(key)
-            return value
+        if self.name is not None and self.size > 0:
+            metrics.cache_lookup(self.name, value is not None)
+        return value
 
     def put(self, key: Hashable, value: object) -> None:
         """Store ``value``, evicting the least recently used entries beyond ``size``."""

@@ -112,6 +112,9 @@ _SCHEMAS: dict = {
         "ak_name": {"type": "string", "nullable": True},
         "registered_at": {"type": "string", "nullable": True},
         "activated_at": {"type": "string", "nullable": True},
+        "last_attested_at": {"type": "string", "nullable": True, "description":
+                             "ISO 8601 UTC time of the host's latest accepted periodic "
+                             "quote; null: it never sent one"},
         "revoked_ak": {"type": "boolean", "description": "approval only: the AK of the "
                                                          "previous TPM was revoked"}}},
     "HostRegistration": {"type": "object", "additionalProperties": False, "properties": {
@@ -198,6 +201,8 @@ _SCHEMAS: dict = {
                        "check": {"type": "string", "nullable": True},
                        "reason": {"type": "string", "nullable": True},
                        "checked_at": {"type": "number"},
+                       "last_attested_at": {"type": "string", "description":
+                                            "checked_at as ISO 8601 UTC"},
                        "previous_profile": {"type": "string", "nullable": True},
                        "ima_offset": {"type": "integer"},
                        "ima_count": {"type": "integer", "nullable": True}}},

@@ -118,7 +118,7 @@ class AttestationService:
         self.ca_certificate = ca_certificate
         self.make_verifier = make_verifier
         self.receipts = receipts
-        self.cache = LRUCache(CACHED_CERTIFICATES)
+        self.cache = LRUCache(CACHED_CERTIFICATES, name="ak_identities")
 
     def attest(self, body: object, requester: str) -> tuple[int, dict]:
         """(HTTP status, JSON body) for one attestation request."""

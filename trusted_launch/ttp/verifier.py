@@ -158,8 +158,8 @@ class EvidenceCache:
     """
 
     def __init__(self, logs: int = CACHED_LOGS, verdicts: int = CACHED_VERDICTS) -> None:
-        self.replays = LRUCache(logs)
-        self.verdicts = LRUCache(verdicts)
+        self.replays = LRUCache(logs, name="verifier_replays")
+        self.verdicts = LRUCache(verdicts, name="verifier_verdicts")
 
 
 #: The process-wide cache the service's per-request verifiers share.

@@ -70,4 +70,7 @@ def test_status_round_trips_and_save_returns_the_previous(store, host):
     listed = {s.host: s for s in store.all()}
     assert listed[host].to_json() == {"host": host, "profile": None, "trusted": False,
                                       "check": "quote_pcrs", "reason": "differs",
-                                      "checked_at": NOW + 60}
+                                      "checked_at": NOW + 60,
+                                      "last_attested_at": "2027-01-15T08:01:00Z"}
+    assert [(r.host, r.profile, r.checked_at) for r in store.last_attested()
+            if r.host == host] == [(host, None, NOW + 60)]

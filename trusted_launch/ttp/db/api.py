@@ -23,6 +23,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     update,
@@ -283,6 +284,12 @@ class TTPDatabase:
         """The host row named ``name`` (detached), or None."""
         with self._transaction() as session:
             return session.scalar(select(Host).where(Host.name == name))
+
+    def count_hosts_by_state(self) -> dict[str, int]:
+        """How many hosts are in each enrollment state."""
+        with self._transaction() as session:
+            return {state: count for state, count in session.execute(
+                select(Host.state, func.count()).group_by(Host.state))}
 
     def host_ak(self, name: str) -> tuple[str, str | None, int | None] | None:
         """(state, base64 active AK public area or None, profile revision) of ``name``.
