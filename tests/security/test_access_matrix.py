@@ -55,6 +55,7 @@ ROUTES = [
     ("POST", "/v1/attestations", {"host": SELF}, PUBLIC, (400, "launch_id")),
     ("GET", f"/v1/attestations/{NO_ID}", None, READER, (404, "attestation")),
     ("GET", "/v1/receipts/" + "0" * 64, None, PUBLIC, (400, "receipt_proof")),
+    ("GET", "/metrics", None, READER, (200, None)),
     ("POST", "/v1/tokens", {}, ADMIN, (400, "role")),
 ]
 

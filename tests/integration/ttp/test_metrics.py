@@ -40,7 +40,7 @@ def ttp(tmp_path_factory: pytest.TempPathFactory, ttp_test_ca: CertificateAuthor
 
 
 def _samples(ttp: TTPServer) -> dict[tuple[str, frozenset], float]:
-    response = ttp.request("GET", "/metrics")
+    response = ttp.admin("GET", "/metrics")
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=")
     return {(sample.name, frozenset(sample.labels.items())): sample.value
@@ -64,10 +64,12 @@ def test_a_real_host_attestation_moves_the_counters_and_its_last_attested_at(
         ttp, booted_swtpm):
     before = _samples(ttp)
     name = f"metrics-{secrets.token_hex(3)}"
-    client = TTPClient(ttp.url, ca_file=str(ttp.ca_file), connect_retries=0)
     with TPMDevice(booted_swtpm.tcti) as device:
+        ttp.register_host(name, device.ek_certificate())
+        client = TTPClient(ttp.url, ca_file=str(ttp.ca_file), connect_retries=0,
+                           auth_token=ttp.create_token("host", name))
         enroll_host(device, client, name)
-        assert ttp.request("GET", f"/v1/hosts/{name}").json()["last_attested_at"] is None
+        assert ttp.admin("GET", f"/v1/hosts/{name}").json()["last_attested_at"] is None
         monitor = HostMonitor(device=device, ttp=client, host_name=name,
                               read_event_log=lambda: booted_swtpm.event_log,
                               pcr_selection=BIND_KEY_PCRS, interval=60)
@@ -87,9 +89,9 @@ def test_a_real_host_attestation_moves_the_counters_and_its_last_attested_at(
     assert _value(after, "ttp_hosts", state="active") >= 1
     assert _value(after, "ttp_hosts_trusted", profile=report.profile) >= 1
 
-    shown = ttp.request("GET", f"/v1/hosts/{name}").json()["last_attested_at"]
+    shown = ttp.admin("GET", f"/v1/hosts/{name}").json()["last_attested_at"]
     assert shown == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(last)))
-    listed = {h["host"]: h for h in ttp.request("GET", "/v1/hosts?status=1").json()["hosts"]}
+    listed = {h["host"]: h for h in ttp.admin("GET", "/v1/hosts?status=1").json()["hosts"]}
     assert listed[name]["last_attested_at"] == shown
 
 
@@ -97,6 +99,7 @@ def test_refusals_from_every_worker_add_up_by_check(ttp, booted_swtpm):
     name = f"metrics-{secrets.token_hex(3)}"
     client = TTPClient(ttp.url, ca_file=str(ttp.ca_file), connect_retries=0)
     with TPMDevice(booted_swtpm.tcti) as device:
+        ttp.register_host(name, device.ek_certificate())
         ak_certificate = enroll_host(device, client, name)
     before = _samples(ttp)
     for _ in range(REFUSED_LAUNCHES):  # a new connection each: both workers serve some
@@ -124,7 +127,7 @@ def test_refusals_from_every_worker_add_up_by_check(ttp, booted_swtpm):
 
 
 def test_metrics_carry_no_secret(ttp):
-    text = ttp.request("GET", "/metrics").text
+    text = ttp.admin("GET", "/metrics").text
     assert ttp.admin_token not in text
     assert "BEGIN" not in text and "token=" not in text
     for line in text.splitlines():

@@ -47,10 +47,11 @@ def _context(ttp: TTPServer) -> ssl.SSLContext:
 
 
 def _honest_get(ttp: TTPServer, path: str = "/v1/keys") -> tuple[int, bytes]:
+    """GET ``path`` from the honest address (as the operator: /metrics needs the reader role)."""
     connection = http.client.HTTPSConnection("127.0.0.1", ttp.port, context=_context(ttp),
                                              timeout=PATIENCE, source_address=(HONEST, 0))
     try:
-        connection.request("GET", path)
+        connection.request("GET", path, headers={"X-Auth-Token": ttp.admin_token})
         response = connection.getresponse()
         return response.status, response.read()
     finally:
