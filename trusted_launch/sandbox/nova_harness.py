@@ -41,6 +41,7 @@ from sqlalchemy import exc as sqla_exc
 from urllib3 import connection as urllib3_connection
 from urllib3 import connectionpool
 
+from trusted_launch.compute import driver as _driver  # noqa: F401 - registers its options
 from trusted_launch.compute.nonce_injection import NONCE_PATH
 from trusted_launch.sandbox.nova_env import TrustedEnvironment
 
