@@ -20,7 +20,10 @@ An instance asks for a trusted launch with the server metadata
    ``trusted_launch/nonce`` on the config drive (:mod:`.nonce_injection`);
    then ``LibvirtDriver`` creates and starts the guest as usual.
 
-Instances without these properties take the unchanged ``LibvirtDriver`` path.
+Instances without these properties take the unchanged ``LibvirtDriver`` path,
+decided from what Nova loaded (:mod:`.launch_request`): the metadata of an
+instance never launched trusted is never lazy-loaded, and an instance launched
+trusted that lost its properties is refused rather than started as a plain one.
 
 Encrypted images (:mod:`.encrypted_image`): if the cached base image is a
 LUKS-encrypted qcow2, the token must carry its key (and a key needs such an
