@@ -2,7 +2,9 @@
 # The whole test suite: set-up, then pytest (unit, functional on swtpm, Nova's
 # functional harness, integration against the TTP over HTTPS, PostgreSQL,
 # MariaDB and RabbitMQ). Nova runs on native threads (its default) in the main
-# run; its trusted-launch tests then run once more in Nova's eventlet mode.
+# run; its trusted-launch tests then run once more in Nova's eventlet mode, and
+# Nova's own libvirt driver unit tests run with the stock LibvirtDriver and with
+# TrustedLibvirtDriver in its place (tools/nova_driver_tests.py, both counts).
 # Arguments, if any, go to the main pytest run only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,3 +15,4 @@ fi
 .venv/bin/python -m pytest -n 2
 .venv/bin/python tools/pytest_eventlet.py tests/nova/test_trusted_compute.py tests/nova/test_trusted_rpc.py \
     tests/nova/test_security_profile_filter.py::BootPlacementTest
+.venv/bin/python tools/nova_driver_tests.py

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
-import sys
 import time
 import warnings
 from typing import Any
@@ -12,16 +10,13 @@ import nova.conf
 from nova.tests.functional import integrated_helpers
 from sqlalchemy import exc as sqla_exc
 
-CONF = nova.conf.CONF
-#: Nova's wheel installs its paste config under the virtualenv's etc/.
-API_PASTE_INI = pathlib.Path(sys.prefix) / "etc" / "nova" / "api-paste.ini"
+from trusted_launch.sandbox.nova_harness import API_PASTE_INI, FILTER_PATH, HOST_ATTR
 
-FILTER_PATH = "trusted_launch.scheduler.security_profile_filter.SecurityProfileFilter"
+CONF = nova.conf.CONF
 #: compute host -> security profile of its aggregate (None: in no aggregate).
 HOST_PROFILES: dict[str, str | None] = {
     "host-low": "low", "host-medium": "medium", "host-high": "high", "host-plain": None,
 }
-HOST_ATTR = "OS-EXT-SRV-ATTR:host"
 
 
 class SecurityProfileTestBase(integrated_helpers._IntegratedTestBase):

@@ -24,6 +24,7 @@ from unittest import mock
 import pytest
 from lxml import etree
 from nova.tests.fixtures import libvirt as fakelibvirt
+from nova.tests.functional.libvirt import base as libvirt_base
 from nova.virt import images
 
 from tests.fixtures.swtpm import swtpm_state_cache  # noqa: F401
@@ -141,7 +142,7 @@ class EncryptedImageTest(compute_tests.TrustedComputeTestBase):
 
     def _all_instance_files(self) -> bytes:
         chunks = []
-        for path in pathlib.Path(compute_tests.libvirt_base.CONF.instances_path).rglob("*"):
+        for path in pathlib.Path(libvirt_base.CONF.instances_path).rglob("*"):
             if path.is_file():
                 chunks.append(path.read_bytes())
         return b"\n".join(chunks)
@@ -174,7 +175,7 @@ class EncryptedImageTest(compute_tests.TrustedComputeTestBase):
         self.assertTrue(root.is_luks_qcow2)
         self.assertEqual(str(base), root.backing_file)
         self.assertEqual(self.encrypted, base.read_bytes())  # cached as uploaded: ciphertext
-        templates = pathlib.Path(compute_tests.libvirt_base.CONF.instances_path,
+        templates = pathlib.Path(libvirt_base.CONF.instances_path,
                                  OVERLAY_TEMPLATE_DIR)
         self.assertEqual(1, len(list(templates.iterdir())))  # the disk is a template's copy
         files = self._all_instance_files()

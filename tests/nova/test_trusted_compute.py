@@ -24,11 +24,9 @@ import nova.tests.functional  # noqa: F401
 
 import base64
 import hashlib
-import io
 import json
 import os
 import pathlib
-import subprocess
 import threading
 import uuid
 from unittest import mock
@@ -43,22 +41,14 @@ from nova.compute import provider_tree
 from nova.db.api import api as api_db_api
 from nova.db.main import api as main_db_api
 from nova.tests.fixtures import libvirt as fakelibvirt
-from nova.tests.fixtures import libvirt_imagebackend
-from nova.tests.functional.libvirt import base as libvirt_base
-from nova.virt import images
 from nova.virt.libvirt import driver as libvirt_driver
-from nova.virt.libvirt import imagecache
 from sqlalchemy import MetaData, select
-from sqlalchemy import exc as sqla_exc
-from urllib3 import connection as urllib3_connection
-from urllib3 import connectionpool
 
 from tests.fixtures.swtpm import swtpm_state_cache  # noqa: F401
-from tests.nova.base import API_PASTE_INI, FILTER_PATH, HOST_ATTR
+from tests.nova.base import HOST_ATTR
 from tests.nova.trusted_env import (
     NO_SECURE_BOOT_LOG,
     SECUREBOOT_LOG,
-    TrustedEnvironment,
     running_environment,
 )
 from trusted_launch.client.challenge import verify_vm
@@ -73,16 +63,17 @@ from trusted_launch.compute.nonce_injection import NONCE_PATH, RECEIPT_PATH, Pen
 from trusted_launch.crypto.receipt import read_unverified
 from trusted_launch.guest import identity as guest_identity
 from trusted_launch.guest.agent import ChallengeServer
+from trusted_launch.sandbox.nova_harness import (  # noqa: F401 - used by other test modules
+    BOOT_WAIT_POLLS,
+    DRIVER,
+    IMAGE_BYTES,
+    TrustedNovaTestCase,
+)
 
 pytestmark = [pytest.mark.swtpm]
 
-DRIVER = "trusted_launch.driver.TrustedLibvirtDriver"
 HOST_LOGS = {"host-a": SECUREBOOT_LOG, "host-b": NO_SECURE_BOOT_LOG}
-HOST_PROFILES = {"host-a": "high", "host-b": "low"}
-#: Polls (0.5 s apart) for a boot to settle: the first launch of an encrypted image
-#: writes a LUKS header, which takes QEMU seconds of CPU on a loaded machine.
-BOOT_WAIT_POLLS = 60
-IMAGE_BYTES = b"trusted-launch functional test image\n" * 2048
+HOST_PROFILES = TrustedNovaTestCase.HOST_PROFILES
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +88,6 @@ def _bind_trusted_env(request, trusted_env) -> None:
     request.cls.env = trusted_env
 
 
-def _new_disks_do_not_exist(original_init):
-    """The fake image backend says every disk exists; real backends do not, for new disks."""
-    def init(self, got_files=None, imported_files=None, exists=None):
-        original_init(self, got_files, imported_files, exists or (lambda disk_name: False))
-    return init
-
-
 def needles(nonce: bytes) -> list[bytes]:
     """Every encoding of N that must not appear anywhere."""
     return [nonce, nonce.hex().encode(), nonce.hex().upper().encode(),
@@ -116,124 +100,8 @@ def assert_absent(testcase, nonce: bytes, haystack: bytes, where: str) -> None:
 
 
 @pytest.mark.usefixtures("_bind_trusted_env")
-class TrustedComputeTestBase(libvirt_base.ServersTestBase):
+class TrustedComputeTestBase(TrustedNovaTestCase):
     """Two libvirt computes running TrustedLibvirtDriver, each with its own swtpm."""
-
-    ADMIN_API = True
-    microversion = "latest"
-    ADDITIONAL_FILTERS = ["SecurityProfileFilter"]
-    env: TrustedEnvironment
-
-    def setUp(self) -> None:
-        backend_fixture = libvirt_imagebackend.LibvirtImageBackendFixture
-        self.useFixture(fixtures.MockPatchObject(
-            backend_fixture, "__init__", _new_disks_do_not_exist(backend_fixture.__init__)))
-        super().setUp()
-        # wsgi-intercept (placement, API) replaces urllib3's HTTPS connection
-        # class, and its pass-through breaks on urllib3 2; every intercepted
-        # endpoint is plain http://, so real HTTPS to the TTP gets the real class.
-        self.useFixture(fixtures.MockPatchObject(connectionpool.HTTPSConnectionPool,
-                                                 "ConnectionCls",
-                                                 urllib3_connection.HTTPSConnection))
-        libvirt_driver.LibvirtDriver._create_image.side_effect = self._fake_create_image
-        self.flags(security_profiles=["low", "medium", "high"], group="trusted_launch")
-        self.image_id = self._create_image_of(IMAGE_BYTES)
-        for host in HOST_LOGS:
-            self._start_trusted_compute(host)
-        self.aggregates = {}
-        for host, profile in HOST_PROFILES.items():
-            self.aggregates[profile] = self._create_aggregate(f"sp-{profile}")
-            self.admin_api.post_aggregate_action(
-                self.aggregates[profile],
-                {"set_metadata": {"metadata": {"trusted_sp": profile}}})
-            self.admin_api.add_host_to_aggregate(self.aggregates[profile], host)
-
-    def _setup_services(self) -> None:
-        import warnings
-        warnings.filterwarnings("ignore", message=r"The noload\(\) option is deprecated",
-                                category=sqla_exc.SADeprecationWarning)
-        self.flags(api_paste_config=str(API_PASTE_INI), group="wsgi")
-        self.flags(available_filters=[*libvirt_base.CONF.filter_scheduler.available_filters,
-                                      FILTER_PATH], group="filter_scheduler")
-        super()._setup_services()
-
-    def _setup_compute_service(self) -> None:
-        self.flags(compute_driver=DRIVER)
-
-    def _clear_attrs(self) -> None:
-        # Nova deletes instance attributes after each test; pytest's unittest
-        # runner still needs the bound test method afterwards.
-        name = self._testMethodName
-        saved = self.__dict__.get(name)
-        super()._clear_attrs()
-        if saved is not None:
-            self.__dict__[name] = saved
-
-    # Set-up helpers ----------------------------------------------------------------
-    def _start_trusted_compute(self, name: str) -> None:
-        host = self.env.hosts[name]
-        self.flags(tcti=host.tpm.tcti, event_log_path=str(host.event_log_file),
-                   ak_certificate_file=str(host.ak_cert_file),
-                   host_security_profile=HOST_PROFILES[name], bind_key_pool_size=1,
-                   allowed_ttp_urls=[self.env.ttp_url, self.env.closed_port_url],
-                   ttp_ca_file=str(self.env.ca.cert_file), ttp_connect_retries=0,
-                   ttp_timeout=10, group="trusted_launch")
-        self.start_compute(hostname=name)
-
-    def _create_image_of(self, data: bytes, disk_format: str = "raw") -> str:
-        """An image holding ``data`` in the harness' Glance (``disk_format`` as uploaded)."""
-        image_id = str(uuid.uuid4())
-        self.glance.create(None, {
-            "id": image_id, "name": f"trusted-{image_id[:8]}", "status": "active",
-            "disk_format": disk_format, "container_format": "bare", "size": len(data),
-            "min_ram": 0, "min_disk": 0, "is_public": True, "properties": {}},
-            data=io.BytesIO(data))
-        return image_id
-
-    def _fake_create_image(self, context, instance, disk_mapping, *args, **kwargs):
-        """Cache the base image where LibvirtDriver does, through Nova's download path."""
-        os.makedirs(self._instance_dir(instance.uuid), exist_ok=True)
-        base = self._base_path(instance.image_ref)
-        if not base.exists():
-            base.parent.mkdir(parents=True, exist_ok=True)
-            images.fetch(context, instance.image_ref, str(base))
-        return False, False
-
-    def _base_path(self, image_id: str) -> pathlib.Path:
-        return pathlib.Path(libvirt_base.CONF.instances_path,
-                            libvirt_base.CONF.image_cache.subdirectory_name,
-                            imagecache.get_cache_fname(image_id))
-
-    @staticmethod
-    def _instance_dir(instance_uuid: str) -> pathlib.Path:
-        return pathlib.Path(libvirt_base.CONF.instances_path, instance_uuid)
-
-    # Actions -----------------------------------------------------------------------
-    def _boot(self, *, token: str | None = None, profile: str = "high",
-              ttp_url: str | None = None, host: str | None = None,
-              image_id: str | None = None, expected_state: str = "ACTIVE") -> dict:
-        server = self._build_server(image_uuid=image_id or self.image_id, networks="none")
-        if token is not None:
-            server["metadata"] = {"trusted_sp": profile, "trusted_token": token,
-                                  "trusted_ttp": ttp_url or self.env.ttp_url}
-        if host is not None:
-            server["availability_zone"] = f"nova:{host}"
-        created = self.api.post_server({"server": server})
-        return self._wait_for_state_change(created, expected_state,
-                                           max_retries=BOOT_WAIT_POLLS)
-
-    def _config_drive_file(self, server_id: str, path: str) -> bytes:
-        drive = self._instance_dir(server_id) / "disk.config"
-        result = subprocess.run(["isoinfo", "-i", str(drive), "-R", "-x", f"/{path}"],
-                                capture_output=True, check=True, timeout=30)
-        return result.stdout
-
-    def _mount_config_drive(self, server_id: str, mount: pathlib.Path) -> None:
-        """Extract the files the guest needs, as a mounted config drive shows them."""
-        for path in (NONCE_PATH, "openstack/latest/meta_data.json"):
-            target = mount / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self._config_drive_file(server_id, path))
 
     def _database_dump(self) -> bytes:
         """Every row of every table of the API database and every cell database."""

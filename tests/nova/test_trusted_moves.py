@@ -225,3 +225,18 @@ class TrustedMovesTest(libvirt_base.LibvirtMigrationMixin,
         domains = self.computes[host].driver._host.get_connection().listAllDomains(
             compute_tests.fakelibvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
         self.assertNotIn(server["id"], [domain.UUIDString() for domain in domains])
+
+    def test_hard_reboot_of_a_trusted_server_that_lost_its_properties_is_refused(
+            self) -> None:
+        """A trusted guest never restarts as a plain one (its config drive holds N)."""
+        server, _nonce = self._trusted_server()
+        for key in ("trusted_token", "trusted_ttp"):
+            self.api.delete_server_metadata(server["id"], key)
+        try:  # this harness runs the compute's cast inside the API request
+            self.api.post_server_action(server["id"], {"reboot": {"type": "HARD"}})
+        except client.OpenStackApiException as exc:
+            self.assertIn("TrustedRelaunchRefused", str(exc))
+        server = self._wait_for_state_change(server, "ERROR")
+        self.assertIn("hard reboot", server["fault"]["message"])
+        self.assertIn("trusted_token and trusted_ttp are gone", server["fault"]["message"])
+        self.assertEqual(1, len(self._decisions(server["id"])))  # the TTP was not asked

@@ -38,7 +38,7 @@ def demo_command(args: argparse.Namespace) -> int:
     evidence_stage.run(recorder, args.data_dir / "eventlogs")
     protocol_stage.run(recorder, args.data_dir, args.profiles_dir)
     if not args.no_nova:
-        nova_stage.run(recorder, args.data_dir.resolve().parent.parent)
+        nova_stage.run(recorder, args.data_dir)
     if args.json:
         json.dump({"scenarios": [r.to_json() for r in recorder.results],
                    "all_as_expected": recorder.all_as_expected}, sys.stdout, indent=2)

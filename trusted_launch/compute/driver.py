@@ -21,7 +21,10 @@ An instance asks for a trusted launch with the server metadata
    ``trusted_launch/nonce`` on the config drive (:mod:`.nonce_injection`);
    then ``LibvirtDriver`` creates and starts the guest as usual.
 
-Instances without these properties take the unchanged ``LibvirtDriver`` path.
+Instances without these properties take the unchanged ``LibvirtDriver`` path,
+decided from what Nova loaded (:mod:`.launch_request`): the metadata of an
+instance never launched trusted is never lazy-loaded, and an instance launched
+trusted that lost its properties is refused rather than started as a plain one.
 
 Encrypted images (:mod:`.encrypted_image`): if the cached base image is a
 LUKS-encrypted qcow2, the token must carry its key (and a key needs such an
@@ -92,7 +95,6 @@ import os
 import pathlib
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import nova.conf
 import oslo_messaging
@@ -123,6 +125,11 @@ from trusted_launch.compute.launch import (
     TrustedLaunchHost,
     check_image_digest,
 )
+from trusted_launch.compute.launch_request import (
+    TrustedLaunchRequest,
+    instance_launch_request,
+    trusted_launch_request,
+)
 from trusted_launch.compute.nonce_injection import PendingNonces, create_config_drive_with_nonce
 from trusted_launch.compute.notifications import AttestationNotifier
 from trusted_launch.compute.relaunch import TrustedRelaunchRefused, check_or_commit
@@ -138,9 +145,6 @@ CONF = nova.conf.CONF
 for _module in (compute_conf, tpm_conf, scheduler_conf):
     _module.register_opts(CONF)
 
-TOKEN_KEY = "trusted_token"  # noqa: S105 - a metadata key, not a secret
-TTP_KEY = "trusted_ttp"
-PROFILE_KEY = "trusted_sp"
 TRAIT_PREFIX = "CUSTOM_TRUSTED_SP_"
 #: Under ``instances_path``: empty encrypted overlays, one per image, key and size.
 OVERLAY_TEMPLATE_DIR = "_trusted_launch_overlays"
@@ -150,31 +154,6 @@ UNSHELVE_HINT = ("; unshelving boots the shelve snapshot, a new image: launch a 
 
 class TrustedHostNotReady(Exception):
     """This host cannot run trusted launches now (Nova reschedules the build)."""
-
-
-@dataclass(frozen=True)
-class TrustedLaunchRequest:
-    """What an instance's metadata asks for. ``repr`` hides the token."""
-
-    token: str = field(repr=False)
-    ttp_url: str
-    profile: str | None
-
-
-def trusted_launch_request(metadata: dict | None) -> TrustedLaunchRequest | None:
-    """The request in server metadata; None if it asks for no trusted launch.
-
-    ValueError if only some of the properties are present.
-    """
-    metadata = metadata or {}
-    token, ttp_url = metadata.get(TOKEN_KEY), metadata.get(TTP_KEY)
-    if token is None and ttp_url is None:
-        return None
-    if not token or not ttp_url:
-        raise ValueError(f"trusted launch needs both server properties {TOKEN_KEY} and "
-                         f"{TTP_KEY}; {TTP_KEY if token else TOKEN_KEY} is missing")
-    return TrustedLaunchRequest(token=token, ttp_url=ttp_url,
-                                profile=metadata.get(PROFILE_KEY))
 
 
 def profile_traits(host_profile: str | None, profiles: list[str]) -> set[str]:
@@ -366,7 +345,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
               allocations, network_info=None, block_device_info=None, power_on=True,
               accel_info=None):
         try:
-            request = trusted_launch_request(instance.metadata)
+            request = instance_launch_request(instance)
         except ValueError as exc:
             raise exception.BuildAbortException(instance_uuid=instance.uuid,
                                                 reason=str(exc)) from None
@@ -498,7 +477,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def _relaunch_request(self, instance, operation: str) -> TrustedLaunchRequest | None:
         try:
-            return trusted_launch_request(instance.metadata)
+            return instance_launch_request(instance)
         except ValueError as exc:
             raise TrustedRelaunchRefused(operation=operation, reason=str(exc)) from None
 

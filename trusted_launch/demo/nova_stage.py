@@ -1,8 +1,9 @@
 """Demo stage 3: the same protocol inside real Nova (API, scheduler, computes).
 
-Nova's functional harness ships in the nova wheel but runs as a test case, so
-this stage runs the source tree's ``tests/nova/demo_scenarios.py`` with pytest
-in a child process and reads the scenario results it writes.
+Nova's functional harness (shipped in the nova wheel) owns its process's
+configuration and threads, so this stage runs the scenarios of
+:mod:`trusted_launch.demo.nova_scenarios` in a child Python process and reads
+the results it writes; nothing of the source tree's tests is needed.
 """
 
 from __future__ import annotations
@@ -16,20 +17,19 @@ import tempfile
 
 from trusted_launch.demo.report import Recorder, ScenarioResult
 
-SCENARIOS = "tests/nova/demo_scenarios.py"
+SCENARIOS_MODULE = "trusted_launch.demo.nova_scenarios"
 TIMEOUT_S = 900
 
 
-def run(recorder: Recorder, source_root: pathlib.Path) -> None:
+def run(recorder: Recorder, data_dir: pathlib.Path) -> None:
     """Run the Nova scenarios; each becomes a result, a harness failure one refusal."""
     with tempfile.TemporaryDirectory(prefix="trusted-launch-nova-demo-") as tmp:
         out = pathlib.Path(tmp) / "scenarios.json"
-        env = dict(os.environ, TRUSTED_LAUNCH_DEMO_OUT=str(out),
-                   OS_NOVA_DISABLE_EVENTLET_PATCHING="1")
-        command = [sys.executable, "-m", "pytest", SCENARIOS, "-q", "-p", "no:cacheprovider",
-                   "-p", "no:randomly", "-x"]
-        finished = subprocess.run(command, cwd=source_root, env=env, capture_output=True,
-                                  text=True, timeout=TIMEOUT_S, check=False)
+        env = dict(os.environ, OS_NOVA_DISABLE_EVENTLET_PATCHING="1")
+        command = [sys.executable, "-m", SCENARIOS_MODULE, "--data-dir",
+                   str(data_dir.resolve()), "--out", str(out)]
+        finished = subprocess.run(command, env=env, capture_output=True, text=True,
+                                  timeout=TIMEOUT_S, check=False)
         if not out.exists():
             tail = (finished.stdout + finished.stderr).strip().splitlines()[-3:]
             recorder.add(ScenarioResult("nova_harness", "accepted", "refused",

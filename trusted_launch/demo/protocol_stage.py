@@ -105,7 +105,8 @@ def _scenarios(recorder: Recorder, env: Environment, tmp: pathlib.Path) -> None:
         result.reason = "host-b meets profile low (a well-formed measured boot)"
     with recorder.scenario("protocol:tampered_image_refused", REFUSED) as result:
         tampered = tmp / "tampered.qcow2"
-        tampered.write_bytes(env.image.read_bytes()[:-1] + b"\x00")
+        original = env.image.read_bytes()
+        tampered.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))  # always differs
         _launch(host_a, env, token_for("high")[0], result, image=tampered)
     with recorder.scenario("protocol:token_replayed_refused", REFUSED) as result:
         _launch(host_a, env, token, result)
