@@ -96,7 +96,7 @@ class TrustedLaunchOverRPCTest(TrustedComputeTestBase):
                          self._config_drive_file(server["id"], NONCE_PATH))
         _key_id, receipt = read_unverified(self._config_drive_file(server["id"], RECEIPT_PATH))
         self.assertEqual(("trusted", server["id"]), (receipt.verdict, receipt.launch_id))
-        record = self.env.ttp.request("GET", f"/v1/attestations/{receipt.attestation_id}")
+        record = self.env.ttp.admin("GET", f"/v1/attestations/{receipt.attestation_id}")
         self.assertEqual(f"rpc:{self.env.rpc.topic}", record.json()["requester"])
         assert_absent(self, nonce, self._database_dump(), "Nova's databases")
 
