@@ -31,10 +31,10 @@ import time
 from dataclasses import dataclass, field
 
 from cryptography import x509
+from cryptography.hazmat.decrepit.ciphers.modes import CFB  # TPM credential protection
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.hazmat.decrepit.ciphers.modes import CFB  # TPM credential protection
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.x509.oid import NameOID
 from tpm2_pytss.internal.crypto import _check_hmac, _decrypt, _kdfa, kdfe
@@ -161,7 +161,7 @@ class SoftwareTPM:
         self._ek_certificate = vendor.issue_ek_certificate(self._ek.public_key())
         self._signer = _tpm2b(b"\x00\x0b" + hashlib.sha256(self._ak_key.name).digest())
         self._started = time.monotonic()
-        self._selections: dict[str, tuple[PCRSelection, bytes]] = {}
+        self._quote_infos: dict[str, bytes] = {}
 
     # enrollment (compute.enrollment.enroll_host) -------------------------------------
 
@@ -208,26 +208,26 @@ class SoftwareTPM:
 
     def quote(self, selection: PCRSelection | str, nonce: bytes) -> tuple[bytes, bytes]:
         """TPM2_Quote with the AK: (TPMS_ATTEST, TPMT_SIGNATURE) marshalled."""
-        parsed, static = self._selection(selection)
+        quote_info = self._quote_info(selection)
         clock = int((time.monotonic() - self._started) * 1000)
         attest = b"".join((
             struct.pack(">IH", TPM_GENERATED_VALUE, AttestType.QUOTE), self._signer,
             _tpm2b(nonce), struct.pack(">QIIB", clock, 1, 0, 1), struct.pack(">Q", 0x20240125),
-            static))
+            quote_info))
         r, s = decode_dss_signature(self._ak.sign(attest, ec.ECDSA(hashes.SHA256())))
         signature = struct.pack(">HH", TPMAlg.ECDSA, TPMAlg.SHA256) + _tpm2b(
             r.to_bytes(COORDINATE, "big")) + _tpm2b(s.to_bytes(COORDINATE, "big"))
         return attest, signature
 
-    def _selection(self, selection: PCRSelection | str) -> tuple[PCRSelection, bytes]:
-        """(selection, marshalled TPMS_QUOTE_INFO), computed once per selection."""
+    def _quote_info(self, selection: PCRSelection | str) -> bytes:
+        """The marshalled TPMS_QUOTE_INFO of ``selection``, computed once per selection."""
         key = str(selection)
-        if key not in self._selections:
+        if key not in self._quote_infos:
             parsed = selection if isinstance(selection, PCRSelection) \
                 else PCRSelection.from_spec(selection)
-            self._selections[key] = (parsed, marshal_pcr_selection(parsed)
-                                     + _tpm2b(self.log.quoted_digest(parsed)))
-        return self._selections[key]
+            self._quote_infos[key] = (marshal_pcr_selection(parsed)
+                                      + _tpm2b(self.log.quoted_digest(parsed)))
+        return self._quote_infos[key]
 
 
 @dataclass
