@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import math
 import multiprocessing
 import os
 import pathlib
@@ -84,7 +85,7 @@ class FleetPlan:
     idle_launches: int = 40
     enroll_threads: int = 6
     timeout: float = 10.0  # a host's round deadline (TTPClient's default)
-    search_phases: int = 3  # runs in all, when the fleet is not sustained: smaller fleets
+    search_phases: int = 4  # runs in all, when the fleet is not sustained: smaller fleets
 
     @classmethod
     def from_env(cls) -> FleetPlan:
@@ -460,11 +461,11 @@ def _measure(plan: FleetPlan, env: Sandbox, vendor: VendorCA, database_url: str)
         idle_launches = paced_launches(env, plan.idle_launches, plan.launch_every)
         backends = _backend_pids(database_url)
         phases = [_phase(plan, plan.hosts, env, generators, backends)]
-        while not phases[-1]["fleet_sustained"] and len(phases) < plan.search_phases:
-            smaller = next_size(plan, phases[-1])
-            if smaller < 1:
+        while len(phases) < plan.search_phases:
+            size = next_size(plan, phases)
+            if size is None:
                 break
-            phases.append(_phase(plan, smaller, env, generators, backends))
+            phases.append(_phase(plan, size, env, generators, backends))
     finally:
         generators.stop()
     figures = dict(phases[0])
@@ -492,10 +493,27 @@ PHASE_KEYS = ("fleet_hosts", "fleet_attestations_per_s", "fleet_target_per_s",
               "fleet_machine_cores_busy", "fleet_sustained")
 
 
-def next_size(plan: FleetPlan, failed: dict) -> int:
-    """A smaller fleet to try: 80% of what the failed phase's accepted rate could serve."""
-    served = int(0.8 * failed["fleet_attestations_per_s"] * plan.interval)
-    return min(served, int(failed["fleet_hosts"] * 0.8))
+def next_size(plan: FleetPlan, phases: list[dict]) -> int | None:
+    """The next fleet size to try, or None when the search is done.
+
+    Below the smallest failed size: 80% of what its accepted rate could
+    serve until one is sustained, then the geometric middle between the
+    largest sustained and the smallest failed size (while they differ by
+    more than 25%).
+    """
+    failed = [p for p in phases if not p["fleet_sustained"]]
+    if not failed:
+        return None
+    smallest_failed = min(failed, key=lambda p: p["fleet_hosts"])
+    high = smallest_failed["fleet_hosts"]
+    low = max((p["fleet_hosts"] for p in phases if p["fleet_sustained"]), default=0)
+    if low == 0:
+        served = int(0.8 * smallest_failed["fleet_attestations_per_s"] * plan.interval)
+        size = min(served, int(high * 0.8))
+        return size if size >= 1 else None
+    if high / low <= 1.25:
+        return None
+    return int(math.sqrt(low * high))
 
 
 def _phase(plan: FleetPlan, hosts: int, env: Sandbox, generators: Generators,
