@@ -12,7 +12,7 @@ import enum
 import json
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, func, insert, select
 
 from trusted_launch.ttp.db.api import TTPDatabase
 from trusted_launch.ttp.db.models import HostChallenge, HostStatusRow
@@ -84,6 +84,12 @@ _STATUS = select(HostStatusRow.host, HostStatusRow.profile, HostStatusRow.check,
 _CONSUME_ANY = delete(HostChallenge).where(HostChallenge.nonce_digest == bindparam("digest"),
                                            HostChallenge.host == bindparam("host"))
 _CONSUME_LIVE = _CONSUME_ANY.where(HostChallenge.expires_at >= bindparam("now"))
+_ADD = insert(HostChallenge).values(nonce_digest=bindparam("digest"), host=bindparam("host"),
+                                    expires_at=bindparam("expires_at"))
+_DROP_EXPIRED = delete(HostChallenge).where(HostChallenge.host == bindparam("host"),
+                                            HostChallenge.expires_at < bindparam("now"))
+_LIVE = select(func.count()).select_from(HostChallenge).where(
+    HostChallenge.host == bindparam("host"))
 
 
 class HostStatusStore:
@@ -93,19 +99,31 @@ class HostStatusStore:
         self.db = db
 
     def add_challenge(self, host: str, nonce_digest: str, expires_at: float, now: float) -> None:
-        """Store a nonce digest for ``host``; drop its expired and surplus challenges."""
+        """Store a nonce digest for ``host``; drop its expired and surplus challenges.
+
+        Three autocommit statements (drop the host's expired nonces, insert,
+        count); only a host holding more than MAX_CHALLENGES_PER_HOST live
+        nonces (someone keeps asking for them) pays a transaction that drops
+        the oldest.
+        """
+        values = {"digest": nonce_digest, "host": host, "expires_at": expires_at, "now": now}
+        self.db._write_one(self.db._prepare("drop_expired_challenges",
+                                            lambda: _DROP_EXPIRED), values)
+        self.db._write_one(self.db._prepare("add_challenge", lambda: _ADD), values)
+        row = self.db._read_one(self.db._prepare("count_challenges", lambda: _LIVE), values)
+        if row is not None and row[0] > MAX_CHALLENGES_PER_HOST:
+            self._drop_oldest(host)
+
+    def _drop_oldest(self, host: str) -> None:
         with self.db._transaction() as session:
-            session.execute(delete(HostChallenge).where(HostChallenge.host == host,
-                                                        HostChallenge.expires_at < now))
             live = list(session.scalars(select(HostChallenge.nonce_digest)
                                         .where(HostChallenge.host == host)
-                                        .order_by(HostChallenge.expires_at)))
-            surplus = live[:max(0, len(live) - MAX_CHALLENGES_PER_HOST + 1)]
+                                        .order_by(HostChallenge.expires_at)
+                                        .with_for_update()))
+            surplus = live[:max(0, len(live) - MAX_CHALLENGES_PER_HOST)]
             if surplus:
                 session.execute(delete(HostChallenge).where(
                     HostChallenge.nonce_digest.in_(surplus)))
-            session.add(HostChallenge(nonce_digest=nonce_digest, host=host,
-                                      expires_at=expires_at))
 
     def consume_challenge(self, host: str, nonce_digest: str, now: float) -> NonceState:
         """Delete the nonce's row (whatever it says) and tell whether it was fresh.

@@ -259,8 +259,10 @@ class TTPDatabase:
     def _write_one(self, statement: Prepared, values: dict) -> int:
         """The row count of one INSERT/UPDATE/DELETE in autocommit mode (retried like reads).
 
-        Only for statements whose repetition is harmless: a retry after a lost
-        answer finds the work done and counts 0 rows.
+        Only for statements whose repetition is harmless or fails: a retry
+        after a lost answer finds the work done and counts 0 rows (a DELETE),
+        or fails on the primary key (an INSERT: DatabaseError, the client asks
+        again).
         """
         return self._autocommit_statement(statement, values, lambda cursor: cursor.rowcount)
 
