@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import math
 import multiprocessing
@@ -44,6 +45,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import requests  # noqa: E402
+
 from bench.bench_protocol import DATA, Sandbox, _launch, percentile, sandbox  # noqa: E402
 from bench.bench_ttp import (  # noqa: E402
     _backend_pids,
@@ -63,6 +66,7 @@ from trusted_launch.compute.enrollment import enroll_host  # noqa: E402
 from trusted_launch.compute.errors import LaunchRefused  # noqa: E402
 from trusted_launch.compute.host_monitor import quote_selection  # noqa: E402
 from trusted_launch.compute.ttp_client import TTPClient  # noqa: E402
+from trusted_launch.sandbox.ttp_process import TTPServer  # noqa: E402
 
 # The two real firmware logs bench_protocol boots its swtpm hosts with (high / low).
 FLEET_LOGS = ("secureboot_binary_bios_measurements",
@@ -117,14 +121,21 @@ def make_hosts(indexes: range, vendor: VendorCA) -> list[FleetHost]:
             for i in indexes]
 
 
-def enroll_all(hosts: list[FleetHost], url: str, ca_file: str, threads: int) -> None:
-    """Enroll every host with the product's enroll_host over HTTPS (one client per thread)."""
+def enroll_all(hosts: list[FleetHost], ttp: TTPServer, threads: int) -> None:
+    """As an operator would: register each host's EK and make its token; then it enrolls.
+
+    Enrollment is the product's enroll_host over HTTPS with the host's token.
+    """
     local = threading.local()
 
     def enroll(host: FleetHost) -> None:
-        if not hasattr(local, "client"):
-            local.client = TTPClient(url, ca_file=ca_file, timeout=60, connect_retries=3)
-        host.ak_certificate = enroll_host(host.tpm, local.client, host.name)
+        if not hasattr(local, "operator"):  # one HTTPS session per thread
+            local.operator = dataclasses.replace(ttp, session=requests.Session())
+        local.operator.register_host(host.name, host.tpm.ek_certificate())
+        host.token = local.operator.create_token("host", host.name)
+        client = TTPClient(ttp.url, ca_file=str(ttp.ca_file), timeout=60, connect_retries=3,
+                           auth_token=host.token)
+        host.ak_certificate = enroll_host(host.tpm, client, host.name)
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(enroll, hosts))
@@ -162,22 +173,23 @@ async def drive(hosts: list[FleetHost], plan: FleetPlan, port: int, context: ssl
     return outcome
 
 
-def generator_process(share: int, plan: FleetPlan, vendor: VendorCA, url: str, port: int,
-                      ca_file: str, connection) -> None:
+def generator_process(share: int, plan: FleetPlan, vendor: VendorCA, ttp: TTPServer,
+                      connection) -> None:
     """Make and enroll this process's hosts, then drive them from the start time it is sent."""
     try:
         began = time.perf_counter()
         hosts = make_hosts(range(share, plan.hosts, plan.processes), vendor)
         made = time.perf_counter()
-        enroll_all(hosts, url, ca_file, plan.enroll_threads)
+        enroll_all(hosts, ttp, plan.enroll_threads)
         connection.send({"made_s": made - began, "enrolled_s": time.perf_counter() - made,
                          "hosts": len(hosts)})
-        context = ssl.create_default_context(cafile=ca_file)
+        context = ssl.create_default_context(cafile=str(ttp.ca_file))
         while (phase := connection.recv()) is not None:
             start, end, count = phase
             active = [h for h in hosts if host_index(h.name) < count]
             cpu_before = _own_cpu()
-            outcome = asyncio.run(drive(active, plan, port, context, start, end, seed=share))
+            outcome = asyncio.run(drive(active, plan, ttp.port, context, start, end,
+                                        seed=share))
             connection.send({"results": [asdict(r) for r in outcome.results],
                              "start_lag_ms": outcome.start_lag_ms,
                              "peak_in_flight": outcome.peak_in_flight,
@@ -196,14 +208,13 @@ def _own_cpu() -> float:
 class Generators:
     """The load generator processes and their pipes."""
 
-    def __init__(self, plan: FleetPlan, vendor: VendorCA, url: str, port: int,
-                 ca_file: str) -> None:
+    def __init__(self, plan: FleetPlan, vendor: VendorCA, ttp: TTPServer) -> None:
         context = multiprocessing.get_context("fork")
         self.pipes, self.processes = [], []
         for share in range(plan.processes):
             parent, child = context.Pipe()
             process = context.Process(target=generator_process, daemon=True,
-                                      args=(share, plan, vendor, url, port, ca_file, child))
+                                      args=(share, plan, vendor, ttp, child))
             process.start()
             child.close()
             self.pipes.append(parent)
@@ -299,7 +310,7 @@ class StatusSampler(threading.Thread):
 
     def _sample(self) -> None:
         started = time.perf_counter()
-        answer = self.env.ttp.request("GET", "/v1/hosts?status=1", timeout=60)
+        answer = self.env.ttp.admin("GET", "/v1/hosts?status=1", timeout=60)
         self.listing_ms.append((time.perf_counter() - started) * 1000)
         answer.raise_for_status()
         body = answer.json()
@@ -447,15 +458,14 @@ def run_fleet(plan: FleetPlan) -> dict:
 
 
 def _measure(plan: FleetPlan, env: Sandbox, vendor: VendorCA, database_url: str) -> dict:
-    ca_file = str(env.ttp.ca_file)
     began = time.perf_counter()
-    generators = Generators(plan, vendor, env.ttp.url, env.ttp.port, ca_file)
+    generators = Generators(plan, vendor, env.ttp)
     try:
         ready = generators.receive(timeout=3600)
         enroll_s = time.perf_counter() - began
         probe = FleetHost("probe-fleet", SoftwareTPM(FirmwareLog.read(DATA / FLEET_LOGS[0]),
                                                      vendor), SELECTION)
-        enroll_all([probe], env.ttp.url, ca_file, 1)
+        enroll_all([probe], env.ttp, 1)
         warm_up(env)
         idle_round_ms = idle_rounds(env, probe, IDLE_ROUNDS, plan.timeout)
         idle_launches = paced_launches(env, plan.idle_launches, plan.launch_every)

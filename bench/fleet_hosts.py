@@ -238,6 +238,7 @@ class FleetHost:
     tpm: SoftwareTPM
     selection: str
     ak_certificate: str = ""
+    token: str = field(default="", repr=False)  # the host's TTP API token (role host)
 
     def attestation_body(self, nonce: bytes) -> bytes:
         """The JSON body HostMonitor sends for ``nonce`` (no IMA list configured)."""
@@ -252,12 +253,12 @@ def _b64(data: bytes) -> str:
 
 
 def host_headers(host: FleetHost) -> dict[str, str]:
-    """Credentials a host presents on each request: the one place to add them.
+    """Credentials a host presents on each request: the one place they are added.
 
-    The TTP does not authenticate hosts yet; when it does (mutual TLS with the
-    AK certificate or a host token), this is where they go.
+    Its TTP API token (role host, made by the operator for this host), as
+    TTPClient sends it.
     """
-    return {}
+    return {"X-Auth-Token": host.token} if host.token else {}
 
 
 @dataclass(frozen=True)

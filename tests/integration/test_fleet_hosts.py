@@ -24,6 +24,7 @@ from bench.fleet_hosts import (
     SoftwareTPMError,
     VendorCA,
     attest_round,
+    host_headers,
 )
 from tests.conftest import EVENTLOG_DIR
 from trusted_launch.compute.enrollment import enroll_host
@@ -59,19 +60,24 @@ def log() -> FirmwareLog:
 
 
 def _enrolled(name: str, ttp, log: FirmwareLog, vendor: VendorCA) -> FleetHost:
+    """Registered by the operator (EK fingerprint, host token), then enrolled by the host."""
     tpm = SoftwareTPM(log, vendor)
-    certificate = enroll_host(tpm, ttp_client(ttp), name)
-    return FleetHost(name, tpm, SELECTION, certificate)
+    ttp.register_host(name, tpm.ek_certificate())
+    token = ttp.create_token("host", name)
+    certificate = enroll_host(tpm, ttp_client(ttp, auth_token=token), name)
+    return FleetHost(name, tpm, SELECTION, certificate, token)
 
 
 def _challenge(ttp, host: FleetHost) -> bytes:
-    answer = ttp.request("POST", f"/v1/hosts/{host.name}/challenges", json={})
+    answer = ttp.request("POST", f"/v1/hosts/{host.name}/challenges", json={},
+                         headers=host_headers(host))
     assert answer.status_code == 201, answer.text
     return base64.b64decode(answer.json()["nonce"])
 
 
 def _post_attestation(ttp, host: FleetHost, body: dict):
-    return ttp.request("POST", f"/v1/hosts/{host.name}/attestations", json=body)
+    return ttp.request("POST", f"/v1/hosts/{host.name}/attestations", json=body,
+                       headers=host_headers(host))
 
 
 def _sha256_digest_offset(log: FirmwareLog, pcr: int) -> int:
@@ -92,12 +98,13 @@ def _flip(value: str, index: int) -> str:
 def test_enrollment_issues_an_ak_certificate_for_the_software_ak(ttp, log, vendor):
     host = _enrolled("fleet-enrol-1", ttp, log, vendor)
     assert "BEGIN CERTIFICATE" in host.ak_certificate
-    assert ttp.request("GET", "/v1/hosts/fleet-enrol-1").json()["state"] == "active"
+    assert ttp.admin("GET", "/v1/hosts/fleet-enrol-1").json()["state"] == "active"
 
 
 def test_activation_needs_this_tpm(ttp, log, vendor):
     """A credential made for one software TPM's AK does not activate with another's keys."""
     first, second = SoftwareTPM(log, vendor), SoftwareTPM(log, vendor)
+    ttp.register_host("fleet-enrol-2", first.ek_certificate())
     challenge = ttp_client(ttp).enroll({
         "host": "fleet-enrol-2",
         "ek_certificate": base64.b64encode(first.ek_certificate()).decode(),
@@ -112,7 +119,8 @@ def test_activation_needs_this_tpm(ttp, log, vendor):
 
 def test_host_monitor_with_a_software_tpm_is_judged_high(ttp, log, vendor):
     host = _enrolled("fleet-monitor-1", ttp, log, vendor)
-    monitor = HostMonitor(device=host.tpm, ttp=ttp_client(ttp), host_name=host.name,
+    monitor = HostMonitor(device=host.tpm, ttp=ttp_client(ttp, auth_token=host.token),
+                          host_name=host.name,
                           read_event_log=lambda: log.data, pcr_selection="sha256:0-7")
     report = monitor.run_once()
     assert (report.profile, report.from_ttp, report.check) == ("high", True, None)
@@ -124,7 +132,7 @@ def test_the_wire_client_round_is_accepted(ttp, log, vendor):
     result = asyncio.run(attest_round(host, ttp.port, context))
     assert (result.ok, result.profile, result.check) == (True, "high", None), result
     assert result.checked_at is not None and result.started <= result.checked_at <= result.ended
-    statuses = {s["host"]: s for s in ttp.request("GET", "/v1/hosts?status=1").json()["hosts"]}
+    statuses = {s["host"]: s for s in ttp.admin("GET", "/v1/hosts?status=1").json()["hosts"]}
     assert statuses[host.name]["checked_at"] == result.checked_at
 
 
