@@ -100,15 +100,19 @@ def _stats(samples: list[float]) -> dict:
 
 @contextlib.contextmanager
 def sandbox(tmp: pathlib.Path, *, database_url: str | None = None,
-            workers: int = 2, host_names: tuple[str, ...] = tuple(HOSTS)) -> Iterator[Sandbox]:
-    """The TTP over HTTPS with profiles installed and enrolled swtpm hosts."""
+            workers: int = 2, host_names: tuple[str, ...] = tuple(HOSTS),
+            more_ek_ca_files: tuple[pathlib.Path, ...] = ()) -> Iterator[Sandbox]:
+    """The TTP over HTTPS with profiles installed and enrolled swtpm hosts.
+
+    ``more_ek_ca_files``: EK CAs the TTP trusts besides the swtpm local CA.
+    """
     states = StateCache(tmp / "tpm-states")
     states.state(0)
     with contextlib.ExitStack() as stack:
         ttp = stack.enter_context(start_ttp(
             tmp / "ttp", tls_ca=CertificateAuthority(tmp / "tls-ca"),
-            ek_ca_files=states.ca.ek_ca_certs, database_url=database_url, workers=workers,
-            profiles_dir=PROFILES_DIR))
+            ek_ca_files=[*states.ca.ek_ca_certs, *more_ek_ca_files],
+            database_url=database_url, workers=workers, profiles_dir=PROFILES_DIR))
         hosts = {name: stack.enter_context(_host(name, index, states, ttp))
                  for index, name in enumerate(host_names)}
         yield Sandbox(ttp, hosts, _ttp_key(ttp))

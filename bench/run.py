@@ -21,13 +21,13 @@ import traceback
 HERE = pathlib.Path(__file__).resolve().parent
 MODULES = ("bench_eventlog", "bench_ima", "bench_tpm2", "bench_digest", "bench_filter",
            "bench_tpm", "bench_protocol", "bench_ttp", "bench_host_monitor",
-           "bench_encrypted_image", "bench_access", "bench_rpc")
+           "bench_encrypted_image", "bench_access", "bench_rpc", "bench_fleet")
 REQUIRED = ("launch_added_ms_p50", "launch_added_ms_p95", "plain_launch_ms_p50",
             "tpm_commands_per_launch", "ttp_verify_per_s_core", "ttp_https_per_s",
             "ttp_https_p95_ms", "filter_ns_per_host", "aggregate_extra_specs_ns_per_host",
             "digest_mb_s", "coreutils_digest_mb_s", "eventlog_speedup_vs_tpm2_eventlog",
             "ima_100k_s", "ima_incremental_100_ms", "concurrent_20_ok", "concurrent_20_s",
-            "sequential_20_s")
+            "sequential_20_s", "fleet_attestations_per_s", "fleet_worst_staleness_s")
 # The module whose figure wins when two report the same key.
 OWNER = {"tpm_commands_per_launch": "bench_protocol"}
 # figure -> (baseline figure or callable(report) -> number, what the baseline is, target)
@@ -66,6 +66,17 @@ COMPARISONS = (
      "attestations/s the cores could serve at the measured CPU (server+DB+client)", ">= 400"),
     ("host_drop_to_filter_s", "host_drop_bound_s",
      "attestation interval + one attestation round (the bound)", None),
+    ("fleet_attestations_per_s", "fleet_target_per_s",
+     "hosts / interval: the rate the fleet needs (rounds take time too)", None),
+    ("fleet_worst_staleness_s", "fleet_interval_s",
+     "the attestation interval (ideal worst 'last attested at' age)", "<= interval + 10 s"),
+    ("fleet_round_ms_p95", "fleet_idle_round_ms_p95",
+     "one host's round (TLS + challenge + attestation), fleet idle", None),
+    ("fleet_launch_ms_p50", "fleet_baseline_launch_ms_p50",
+     "the same paced launches with the fleet idle", None),
+    ("fleet_launch_ms_p95", "fleet_baseline_launch_ms_p95", "same, p95", None),
+    ("fleet_max_hosts_cpu_bound", "fleet_hosts",
+     "hosts attempted; the bound is cores / CPU per round x interval", None),
     ("filter_with_status_ns_per_host", "filter_with_status_baseline_ns_per_host",
      "Nova's AggregateInstanceExtraSpecsFilter, host status on", "<= 1.0x"),
     ("filter_ns_per_host", "aggregate_extra_specs_ns_per_host",
@@ -192,7 +203,8 @@ def text_report(report: dict) -> str:
                  and not isinstance(value, bool) else "-")
         lines.append(f"{figure:36s} {_fmt(value):>12s} | {_fmt(base):>10s} {what} | {ratio}"
                      + (f" | target {target}" if target else ""))
-    for key in ("nova_launch_added_ms_p50", "concurrent_20_ok", "discrete_tpm_estimate_ms"):
+    for key in ("nova_launch_added_ms_p50", "concurrent_20_ok", "discrete_tpm_estimate_ms",
+                "fleet_sustained", "fleet_failures", "fleet_cpu_cores"):
         lines.append(f"{key:36s} {_fmt(report.get(key))}")
     rule = sizing(report)
     if rule:

@@ -217,10 +217,10 @@ class HostStatusService:
         return None if stored is None else iso_utc(stored.checked_at)
 
     def _ak_public(self, host: str) -> PublicArea:
-        row = self.db.get_host(host)
-        if row is None or row.state != "active" or not row.ak_public:
+        row = self.db.host_ak(host)  # one autocommit SELECT, as on the launch path
+        if row is None or row[0] != "active" or not row[1]:
             raise Refused("host_unknown", f"host {host!r} is not enrolled and active")
-        return parse_public(base64.b64decode(row.ak_public), tpm2b=True)
+        return parse_public(base64.b64decode(row[1]), tpm2b=True)
 
     def _consume_nonce(self, host: str, nonce: bytes) -> None:
         state = self.store.consume_challenge(host, nonce_digest(nonce), self.clock())

@@ -12,7 +12,7 @@ import enum
 import json
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, func, insert, select
 
 from trusted_launch.ttp.db.api import TTPDatabase
 from trusted_launch.ttp.db.models import HostChallenge, HostStatusRow
@@ -63,12 +63,33 @@ def iso_utc(seconds: float) -> str:
     return moment.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
-def _from_row(row: HostStatusRow) -> StoredHostStatus:
+def _from_values(host: str, profile: str | None, check: str | None, reason: str | None,
+                 checked_at: float, ima_state: str | None, ima_offset: int | None,
+                 ima_failed: str | None) -> StoredHostStatus:
     return StoredHostStatus(
-        host=row.host, profile=row.profile, check=row.check, reason=row.reason,
-        checked_at=row.checked_at,
-        ima_state=json.loads(row.ima_state) if row.ima_state else None,
-        ima_offset=row.ima_offset or 0, ima_failed=json.loads(row.ima_failed or "{}"))
+        host=host, profile=profile, check=check, reason=reason, checked_at=float(checked_at),
+        ima_state=json.loads(ima_state) if ima_state else None,
+        ima_offset=ima_offset or 0, ima_failed=json.loads(ima_failed or "{}"))
+
+
+def _from_row(row: HostStatusRow) -> StoredHostStatus:
+    return _from_values(row.host, row.profile, row.check, row.reason, row.checked_at,
+                        row.ima_state, row.ima_offset, row.ima_failed)
+
+
+_STATUS = select(HostStatusRow.host, HostStatusRow.profile, HostStatusRow.check,
+                 HostStatusRow.reason, HostStatusRow.checked_at, HostStatusRow.ima_state,
+                 HostStatusRow.ima_offset, HostStatusRow.ima_failed).where(
+    HostStatusRow.host == bindparam("host"))
+_CONSUME_ANY = delete(HostChallenge).where(HostChallenge.nonce_digest == bindparam("digest"),
+                                           HostChallenge.host == bindparam("host"))
+_CONSUME_LIVE = _CONSUME_ANY.where(HostChallenge.expires_at >= bindparam("now"))
+_ADD = insert(HostChallenge).values(nonce_digest=bindparam("digest"), host=bindparam("host"),
+                                    expires_at=bindparam("expires_at"))
+_DROP_EXPIRED = delete(HostChallenge).where(HostChallenge.host == bindparam("host"),
+                                            HostChallenge.expires_at < bindparam("now"))
+_LIVE = select(func.count()).select_from(HostChallenge).where(
+    HostChallenge.host == bindparam("host"))
 
 
 class HostStatusStore:
@@ -78,40 +99,52 @@ class HostStatusStore:
         self.db = db
 
     def add_challenge(self, host: str, nonce_digest: str, expires_at: float, now: float) -> None:
-        """Store a nonce digest for ``host``; drop its expired and surplus challenges."""
+        """Store a nonce digest for ``host``; drop its expired and surplus challenges.
+
+        Three autocommit statements (drop the host's expired nonces, insert,
+        count); only a host holding more than MAX_CHALLENGES_PER_HOST live
+        nonces (someone keeps asking for them) pays a transaction that drops
+        the oldest.
+        """
+        values = {"digest": nonce_digest, "host": host, "expires_at": expires_at, "now": now}
+        self.db._write_one(self.db._prepare("drop_expired_challenges",
+                                            lambda: _DROP_EXPIRED), values)
+        self.db._write_one(self.db._prepare("add_challenge", lambda: _ADD), values)
+        row = self.db._read_one(self.db._prepare("count_challenges", lambda: _LIVE), values)
+        if row is not None and row[0] > MAX_CHALLENGES_PER_HOST:
+            self._drop_oldest(host)
+
+    def _drop_oldest(self, host: str) -> None:
         with self.db._transaction() as session:
-            session.execute(delete(HostChallenge).where(HostChallenge.host == host,
-                                                        HostChallenge.expires_at < now))
             live = list(session.scalars(select(HostChallenge.nonce_digest)
                                         .where(HostChallenge.host == host)
-                                        .order_by(HostChallenge.expires_at)))
-            surplus = live[:max(0, len(live) - MAX_CHALLENGES_PER_HOST + 1)]
+                                        .order_by(HostChallenge.expires_at)
+                                        .with_for_update()))
+            surplus = live[:max(0, len(live) - MAX_CHALLENGES_PER_HOST)]
             if surplus:
                 session.execute(delete(HostChallenge).where(
                     HostChallenge.nonce_digest.in_(surplus)))
-            session.add(HostChallenge(nonce_digest=nonce_digest, host=host,
-                                      expires_at=expires_at))
 
     def consume_challenge(self, host: str, nonce_digest: str, now: float) -> NonceState:
-        """Delete the nonce's row (whatever it says) and tell whether it was fresh."""
-        with self.db._transaction() as session:
-            row = session.scalar(select(HostChallenge).where(
-                HostChallenge.nonce_digest == nonce_digest,
-                HostChallenge.host == host).with_for_update())
-            if row is None:
-                return NonceState.UNKNOWN
-            expired = row.expires_at < now
-            deleted = session.execute(delete(HostChallenge).where(
-                HostChallenge.nonce_digest == nonce_digest)).rowcount
-        if deleted != 1:
-            return NonceState.UNKNOWN  # a concurrent request used it first
-        return NonceState.EXPIRED if expired else NonceState.FRESH
+        """Delete the nonce's row (whatever it says) and tell whether it was fresh.
+
+        Each DELETE is one autocommit statement: of concurrent presentations
+        of one nonce, only the one that deletes the row sees it.
+        """
+        values = {"digest": nonce_digest, "host": host, "now": now}
+        if self.db._write_one(self.db._prepare("consume_live_challenge",
+                                                lambda: _CONSUME_LIVE), values) == 1:
+            return NonceState.FRESH
+        if self.db._write_one(self.db._prepare("consume_expired_challenge",
+                                                lambda: _CONSUME_ANY), values) == 1:
+            return NonceState.EXPIRED
+        return NonceState.UNKNOWN  # never issued to this host, or already used
 
     def get(self, host: str) -> StoredHostStatus | None:
         """The host's stored status, or None before its first periodic quote."""
-        with self.db._transaction() as session:
-            row = session.get(HostStatusRow, host)
-            return None if row is None else _from_row(row)
+        row = self.db._read_one(self.db._prepare("host_status", lambda: _STATUS),
+                                {"host": host})
+        return None if row is None else _from_values(*row)
 
     def save(self, status: StoredHostStatus) -> StoredHostStatus | None:
         """Store ``status``; return the one it replaces (None if it is the first)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -74,3 +75,16 @@ def test_status_round_trips_and_save_returns_the_previous(store, host):
                                       "last_attested_at": "2027-01-15T08:01:00Z"}
     assert [(r.host, r.profile, r.checked_at) for r in store.last_attested()
             if r.host == host] == [(host, None, NOW + 60)]
+
+
+def test_concurrent_presentations_of_one_nonce_accept_exactly_one(store, host):
+    nonce = secrets.token_hex(32)
+    store.add_challenge(host, nonce, NOW + 30, NOW)
+    with ThreadPoolExecutor(8) as pool:
+        states = list(pool.map(lambda _: store.consume_challenge(host, nonce, NOW), range(8)))
+    assert states.count(NonceState.FRESH) == 1
+    assert states.count(NonceState.UNKNOWN) == 7
+
+
+def test_status_of_an_unknown_host_is_none(store, host):
+    assert store.get(host) is None

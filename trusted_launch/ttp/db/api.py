@@ -254,12 +254,24 @@ class TTPDatabase:
         A connection the database dropped (restart, failover) invalidates the
         pool; the retry then runs on a fresh connection.
         """
+        return self._autocommit_statement(statement, values, _first_row)
+
+    def _write_one(self, statement: Prepared, values: dict) -> int:
+        """The row count of one INSERT/UPDATE/DELETE in autocommit mode (retried like reads).
+
+        Only for statements whose repetition is harmless or fails: a retry
+        after a lost answer finds the work done and counts 0 rows (a DELETE),
+        or fails on the primary key (an INSERT: DatabaseError, the client asks
+        again).
+        """
+        return self._autocommit_statement(statement, values, lambda cursor: cursor.rowcount)
+
+    def _autocommit_statement(self, statement: Prepared, values: dict, result):
         for attempt in (1, 2):
             try:
                 with self._cursor() as cursor:
                     statement.execute(cursor, values)
-                    row = cursor.fetchone()
-                    return None if row is None else tuple(row)
+                    return result(cursor)
             except DBAPIError as exc:
                 if attempt == 1 and exc.connection_invalidated:
                     continue
@@ -486,6 +498,11 @@ class TTPDatabase:
                 TokenRedemption.expires_at > 0, TokenRedemption.expires_at < now))
             return session.execute(delete(UsedToken).where(
                 UsedToken.expires_at > 0, UsedToken.expires_at < now)).rowcount
+
+
+def _first_row(cursor) -> tuple | None:
+    row = cursor.fetchone()
+    return None if row is None else tuple(row)
 
 
 def _rollback_quietly(connection, cursor) -> None:
