@@ -4,8 +4,8 @@ bench/bench_fleet.py drives thousands of :class:`bench.fleet_hosts.SoftwareTPM`
 hosts; its figures mean something only if that evidence takes the TTP's real
 path. Here the real TTP (HTTPS process, example profiles, the bench vendor
 CA in ``ek_ca_files``) enrolls a simulated host the operator registered
-through the product's ``enroll_host``, accepts its quotes from the product's ``HostMonitor`` and from
-the bench's own wire client, and refuses them when one byte is changed.
+through the product's ``enroll_host``, accepts its quotes from the product's
+``HostMonitor`` and from the bench's own wire client, and refuses them when one byte is changed.
 """
 
 from __future__ import annotations
