@@ -12,7 +12,7 @@ import importlib
 import sys
 
 _COMMAND_MODULES = ("eventlog", "ima", "quote", "token", "verify", "receipt", "demo", "host",
-                    "image")
+                    "image", "configure")
 
 
 class CommandError(Exception):
