@@ -19,6 +19,11 @@ from trusted_launch.guest.identity import (
     ttp_url_from_meta_data,
 )
 from trusted_launch.guest.mutual import MutualAuthenticator
+from trusted_launch.guest.network_config import (
+    NetworkDataError,
+    default_network_data,
+    write_network_config,
+)
 from trusted_launch.guest.receipt_status import (
     RECEIPT_FILE,
     RECEIPT_KEY_FILE,
@@ -58,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--authorized-keys", metavar="PATH",
                         help="authorized_keys file that mutually authenticated tenants may "
                         "add SSH keys to (default: disabled)")
+    parser.add_argument("--write-network-config", metavar="DIR",
+                        help="write systemd-networkd files for the config drive's "
+                        "network_data.json (DHCP where there is none) into DIR and exit")
     return parser
 
 
@@ -111,9 +119,25 @@ def status_text(identity: GuestIdentity, receipt: ReceiptStatus | None = None) -
         *_receipt_lines(receipt), json.dumps(document)])
 
 
+def network_config_command(directory: str) -> int:
+    """``--write-network-config``: static addresses from the config drive, else DHCP."""
+    source = default_network_data()
+    try:
+        names = write_network_config(directory, source)
+    except (NetworkDataError, OSError) as exc:
+        print(f"trusted-launch-guest: error: network_data.json: {exc}; "
+              "falling back to DHCP", file=sys.stderr)
+        return 1
+    print(f"trusted-launch-guest: network from {source or 'DHCP (no network_data.json)'}: "
+          + ", ".join(names))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.write_network_config:
+        return network_config_command(args.write_network_config)
     try:
         identity = identity_from_args(args)
         receipt = receipt_status_from_args(args, identity)
