@@ -26,6 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="security-profile documents low/medium/high.yaml for the TTP")
     demo.add_argument("--no-nova", action="store_true",
                       help="skip the stage that runs the scenarios inside real Nova")
+    demo.add_argument("--cloud", nargs="?", metavar="TARGET_JSON", type=pathlib.Path,
+                      const=pathlib.Path(os.environ.get(
+                          "TRUSTED_LAUNCH_CLOUD_TARGET", ".cloud/etc/scenario-target.json")),
+                      help="instead, run the scenarios on the real cloud that "
+                           "tools/run-cloud.sh started, through the openstack CLI, on real "
+                           "guests (TARGET_JSON describes it; default: "
+                           "$TRUSTED_LAUNCH_CLOUD_TARGET or .cloud/etc/scenario-target.json)")
     demo.set_defaults(func=demo_command)
 
 
@@ -35,10 +42,15 @@ def demo_command(args: argparse.Namespace) -> int:
 
     echo = None if args.json else print
     recorder = Recorder(echo=echo)
-    evidence_stage.run(recorder, args.data_dir / "eventlogs")
-    protocol_stage.run(recorder, args.data_dir, args.profiles_dir)
-    if not args.no_nova:
-        nova_stage.run(recorder, args.data_dir.resolve().parent.parent)
+    if args.cloud is not None:
+        from trusted_launch.sandbox.cloud.scenarios import CloudTarget, run_scenarios
+
+        run_scenarios(CloudTarget.from_file(args.cloud), recorder)
+    else:
+        evidence_stage.run(recorder, args.data_dir / "eventlogs")
+        protocol_stage.run(recorder, args.data_dir, args.profiles_dir)
+        if not args.no_nova:
+            nova_stage.run(recorder, args.data_dir.resolve().parent.parent)
     if args.json:
         json.dump({"scenarios": [r.to_json() for r in recorder.results],
                    "all_as_expected": recorder.all_as_expected}, sys.stdout, indent=2)

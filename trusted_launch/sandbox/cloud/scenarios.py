@@ -1,0 +1,471 @@
+"""Trusted launch scenarios on the real cloud, driven only through real clients.
+
+Every step is a command a tenant or an operator would type: ``openstack``
+with this project's OSC plugin (``trusted token create``, ``trusted server
+create``, ``trusted server verify``), the stock ``openstack server ...``
+commands, and ``trusted-launch`` (``image encrypt``, ``token create``). The
+tenant reaches guests only from inside the tenant network's namespace
+(``ip netns exec``), as Neutron's own DHCP namespace would. Results follow the
+demo's JSON contract (:mod:`trusted_launch.demo.report`).
+
+Independent launches run concurrently (guests under TCG take tens of seconds
+to reach userspace); the re-attestation scenarios then run one after another
+on the first accepted server.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+
+from trusted_launch.demo.report import ACCEPTED, REFUSED, Recorder, ScenarioResult
+
+AGENT_PORT = 8950
+HOST_ATTR = "OS-EXT-SRV-ATTR:host"
+ACTIVE_TIMEOUT_S = 600
+ANSWER_TIMEOUT_S = 600
+POLL_S = 2.0
+PARALLEL_LAUNCHES = 3
+COMMAND_TIMEOUT_S = 300
+
+
+class CloudCommandFailed(Exception):
+    """A client command failed; the message names it and ends with its stderr tail."""
+
+
+class ScenarioFailed(Exception):
+    """A server did not reach the state a scenario waits for; the message says which."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CloudTarget:
+    """What the scenarios need to know about the cloud (written by tools/run-cloud.sh)."""
+
+    openstack: str               # the openstack CLI with the trusted launch OSC plugin
+    trusted_launch: str          # the trusted-launch CLI
+    clouds_yaml: str
+    admin_cloud: str
+    demo_cloud: str
+    network: str                 # the tenant network servers attach to
+    namespace: str               # network namespace from which the tenant reaches guests
+    ttp_url: str
+    ttp_ca_file: str
+    flavor: str
+    image: str                   # Glance name of the guest image (plain qcow2)
+    image_file: str              # its local file (for the tampered and encrypted images)
+    high_host: str               # compute host meeting profile high
+    low_host: str                # compute host meeting only profile low
+    work_dir: str                # nonce files, encrypted images
+    compute_logs: dict[str, str] = dataclasses.field(default_factory=dict)  # host -> log
+    virt_type: str = ""          # kvm or qemu (TCG), as run-cloud.sh chose it
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> CloudTarget:
+        document = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+        fields = dataclasses.fields(cls)
+        names = {field.name for field in fields}
+        required = {field.name for field in fields if field.default is dataclasses.MISSING
+                    and field.default_factory is dataclasses.MISSING}
+        missing = sorted(required - set(document))
+        if missing:
+            raise ValueError(f"{path} lacks {', '.join(missing)}")
+        return cls(**{key: value for key, value in document.items() if key in names})
+
+
+@dataclasses.dataclass
+class Launch:
+    """A server this run created, and the tenant's nonce file for it (if trusted)."""
+
+    name: str
+    server_id: str
+    nonce_file: str | None = None
+    host: str | None = None
+    address: str | None = None
+    steps_ms: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+class Clients:
+    """The real command-line clients, run as subprocesses."""
+
+    def __init__(self, target: CloudTarget) -> None:
+        self.target = target
+        self.environment = {**os.environ, "OS_CLIENT_CONFIG_FILE": target.clouds_yaml}
+        pathlib.Path(target.work_dir).mkdir(parents=True, exist_ok=True)
+
+    def run(self, argv: list[str], *, namespace: bool = False,
+            timeout: float = COMMAND_TIMEOUT_S) -> str:
+        command = (["ip", "netns", "exec", self.target.namespace] if namespace else []) + argv
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                    env=self.environment, check=False)
+        except subprocess.TimeoutExpired:
+            raise CloudCommandFailed(f"{_describe(argv)} timed out after {timeout:.0f} s"
+                                     ) from None
+        if result.returncode != 0:
+            tail = " | ".join(result.stderr.strip().splitlines()[-3:])
+            raise CloudCommandFailed(f"{_describe(argv)} failed: {tail}")
+        return result.stdout
+
+    def openstack(self, *args: str, admin: bool = False, namespace: bool = False,
+                  output: bool = True, timeout: float = COMMAND_TIMEOUT_S):
+        cloud = self.target.admin_cloud if admin else self.target.demo_cloud
+        argv = [self.target.openstack, "--os-cloud", cloud, *args]
+        if output:
+            return json.loads(self.run([*argv, "-f", "json"], namespace=namespace,
+                                       timeout=timeout))
+        self.run(argv, namespace=namespace, timeout=timeout)
+        return None
+
+    def trusted_launch(self, *args: str) -> dict:
+        return json.loads(self.run([self.target.trusted_launch, *args, "--json"]))
+
+    # Servers ----------------------------------------------------------------------------
+    def show(self, server_id: str) -> dict:
+        return self.openstack("server", "show", server_id, admin=True)
+
+    def wait_for(self, server_id: str, statuses: set[str],
+                 timeout: float = ACTIVE_TIMEOUT_S) -> dict:
+        """The server once its status is one of ``statuses`` (ScenarioFailed otherwise)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            server = self.show(server_id)
+            status = server.get("status")
+            if status in statuses:
+                return server
+            if status == "ERROR" or time.monotonic() > deadline:
+                fault = (server.get("fault") or {}).get("message", "no fault")
+                raise ScenarioFailed(f"server {server_id} is {status}, not "
+                                     f"{'/'.join(sorted(statuses))}: {fault}")
+            time.sleep(POLL_S)
+
+    def address(self, server: dict) -> str:
+        """The server's fixed IP on the tenant network."""
+        addresses = server.get("addresses") or {}
+        if isinstance(addresses, str):  # older clients print "net=ip"
+            addresses = {part.split("=")[0]: part.split("=")[1].split(", ")
+                         for part in addresses.split("; ")}
+        ips = addresses.get(self.target.network) or []
+        for ip in ips:
+            address = ip.get("addr") if isinstance(ip, dict) else ip
+            if address and ":" not in address:
+                return address
+        raise ScenarioFailed(f"server {server.get('id')} has no IPv4 address on "
+                             f"{self.target.network}: {addresses}")
+
+    def verify(self, launch: Launch, nonce_file: str | None = None) -> dict:
+        """``openstack trusted server verify`` from inside the tenant namespace."""
+        return self.openstack("trusted", "server", "verify", launch.server_id,
+                              "--address", f"{launch.address}:{AGENT_PORT}",
+                              "--nonce-file", nonce_file or launch.nonce_file,
+                              "--timeout", "5", namespace=True)
+
+    def wait_for_answer(self, launch: Launch, timeout: float = ANSWER_TIMEOUT_S) -> dict:
+        """Challenge the guest until its agent answers (it is still booting before that)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.verify(launch)
+            except CloudCommandFailed as exc:
+                if "MAC mismatch" in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(POLL_S)
+
+    def agent_status(self, launch: Launch) -> dict:
+        """``GET /v1/status`` of the guest agent, from inside the tenant namespace."""
+        url = f"http://{launch.address}:{AGENT_PORT}/v1/status"
+        script = ("import sys, urllib.request; "
+                  "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10)"
+                  ".read().decode())")
+        return json.loads(self.run([sys.executable, "-c", script, url], namespace=True))
+
+    def delete(self, server_ids: list[str]) -> None:
+        if server_ids:
+            self.openstack("server", "delete", "--wait", *server_ids, admin=True,
+                           output=False, timeout=600)
+
+
+def _describe(argv: list[str]) -> str:
+    words = [pathlib.Path(argv[0]).name]
+    for word in argv[1:]:
+        if word.startswith("-") or len(words) >= 5:
+            break
+        words.append(word)
+    return " ".join(words)
+
+
+class Scenarios:
+    """The scenario run: launches, checks, and one ScenarioResult per scenario."""
+
+    def __init__(self, target: CloudTarget, recorder: Recorder) -> None:
+        self.target = target
+        self.clients = Clients(target)
+        self.recorder = recorder
+        self.created: list[str] = []
+        self.run_id = uuid.uuid4().hex[:6]
+
+    # Launch kinds -------------------------------------------------------------------------
+    def _token_arguments(self, profile: str) -> list[str]:
+        return ["--ttp", self.target.ttp_url, "--sp", profile, "--ca-file",
+                self.target.ttp_ca_file, "--nonce-dir", str(pathlib.Path(self.target.work_dir)
+                                                            / "nonces")]
+
+    def trusted(self, label: str, profile: str = "high", *, image: str | None = None,
+                digest_from: list[str] | None = None) -> Launch:
+        """``openstack trusted server create`` (the scheduler picks the host)."""
+        name = f"tl-{label}-{self.run_id}"
+        created = self.clients.openstack(
+            "trusted", "server", "create", name, "--image", image or self.target.image,
+            "--flavor", self.target.flavor, "--network", self.target.network,
+            *self._token_arguments(profile), *(digest_from or []))
+        self.created.append(created["id"])
+        return Launch(name, created["id"], created["nonce_file"])
+
+    def trusted_on(self, label: str, host: str, token: dict, *,
+                   image: str | None = None) -> Launch:
+        """A token's ``server create`` arguments, forced onto ``host`` by the operator."""
+        name = f"tl-{label}-{self.run_id}"
+        properties = token["server_create_arguments"].split()
+        created = self.clients.openstack(
+            "server", "create", "--image", image or self.target.image,
+            "--flavor", self.target.flavor, "--network", self.target.network,
+            "--config-drive", "True", "--availability-zone", f"nova:{host}", *properties,
+            name, admin=True)
+        self.created.append(created["id"])
+        return Launch(name, created["id"], token["nonce_file"])
+
+    def token(self, profile: str = "high", *, image: str | None = None) -> dict:
+        return self.clients.openstack("trusted", "token", "create",
+                                      *self._token_arguments(profile),
+                                      "--image", image or self.target.image)
+
+    def plain(self, label: str) -> Launch:
+        name = f"tl-{label}-{self.run_id}"
+        created = self.clients.openstack("server", "create", "--image", self.target.image,
+                                         "--flavor", self.target.flavor, "--network",
+                                         self.target.network, name)
+        self.created.append(created["id"])
+        return Launch(name, created["id"])
+
+    def active(self, launch: Launch, started: float) -> Launch:
+        server = self.clients.wait_for(launch.server_id, {"ACTIVE"})
+        launch.steps_ms["to_active"] = _ms_since(started)
+        launch.host = server.get(HOST_ATTR)
+        launch.address = self.clients.address(server)
+        return launch
+
+    def answered(self, launch: Launch, started: float) -> dict:
+        answer = self.clients.wait_for_answer(launch)
+        launch.steps_ms["to_answer"] = _ms_since(started)
+        return answer
+
+    def refused(self, launch: Launch) -> str:
+        """The fault message of a launch that must end in ERROR."""
+        server = self.clients.wait_for(launch.server_id, {"ERROR"})
+        return (server.get("fault") or {}).get("message", "ERROR without a fault message")
+
+    # Scenarios ----------------------------------------------------------------------------
+    def record(self, name: str, expected: str, work: Callable[[ScenarioResult], None]
+               ) -> ScenarioResult:
+        with self.recorder.scenario(name, expected) as result:
+            work(result)
+        return result
+
+    def run(self) -> None:
+        try:
+            first = self._concurrent_launches()
+            if first is not None:
+                self._on_accepted_server(first)
+        finally:
+            self.clients.delete(self.created)
+
+    def _concurrent_launches(self) -> Launch | None:
+        """The independent launches, at most PARALLEL_LAUNCHES at a time, in demo order."""
+        jobs = {
+            "trusted_launch_accepted": (ACCEPTED, self._accepted),
+            "lower_profile_host_never_chosen": (REFUSED, self._high_never_on_low),
+            "untrusted_host_refused": (REFUSED, self._untrusted_host_refused),
+            "tampered_image_refused": (REFUSED, self._tampered_image_refused),
+            "encrypted_image_boots_on_attested_host": (ACCEPTED, self._encrypted_boots),
+            "encrypted_image_key_withheld_from_untrusted_host": (REFUSED,
+                                                                 self._encrypted_withheld),
+            "plain_launch_unchanged": (ACCEPTED, self._plain_unchanged),
+        }
+        self._first: Launch | None = None
+        with concurrent.futures.ThreadPoolExecutor(PARALLEL_LAUNCHES) as pool:
+            futures = {name: pool.submit(self._measured, name, expected, work)
+                       for name, (expected, work) in jobs.items()}
+        for future in futures.values():
+            self.recorder.add(future.result())
+        return self._first
+
+    @staticmethod
+    def _measured(name: str, expected: str, work: Callable[[ScenarioResult], None]
+                  ) -> ScenarioResult:
+        """Like Recorder.scenario, without recording (results are added in order later)."""
+        silent = Recorder()
+        with silent.scenario(name, expected) as result:
+            work(result)
+        return result
+
+    def _accepted(self, result: ScenarioResult) -> None:
+        started = time.perf_counter()
+        launch = self.active(self.trusted("accepted"), started)
+        answer = self.answered(launch, started)
+        result.steps_ms.update(launch.steps_ms)
+        result.reason = (f"ACTIVE on {launch.host} (profile high); the guest answered the "
+                         f"tenant's challenge at {launch.address} over the tenant network; SSH "
+                         f"host key {answer['ssh_host_key_fingerprint']}")
+        self._first = launch
+
+    def _high_never_on_low(self, result: ScenarioResult) -> None:
+        started = time.perf_counter()
+        launches = [self.trusted(f"high-{index}") for index in range(2)]
+        hosts = {self.active(launch, started).host for launch in launches}
+        result.steps_ms["to_active"] = _ms_since(started)
+        self.clients.delete([launch.server_id for launch in launches])
+        if self.target.low_host in hosts:
+            result.outcome = ACCEPTED
+            result.reason = (f"the scheduler chose {self.target.low_host} (profile low) for "
+                             "profile high")
+        else:
+            result.outcome = REFUSED
+            result.reason = (f"{len(launches)} more launches asking for high all went to "
+                             f"{sorted(hosts)}; the filter never offered "
+                             f"{self.target.low_host} (low)")
+
+    def _untrusted_host_refused(self, result: ScenarioResult) -> None:
+        started = time.perf_counter()
+        launch = self.trusted_on("untrusted", self.target.low_host, self.token("high"))
+        result.outcome, result.reason = REFUSED, self.refused(launch)
+        result.steps_ms["to_error"] = _ms_since(started)
+
+    def _tampered_image_refused(self, result: ScenarioResult) -> None:
+        other = pathlib.Path(self.target.work_dir) / "other-image.bin"
+        other.write_bytes(b"not the bytes Glance holds\n")
+        started = time.perf_counter()
+        launch = self.trusted("tampered", digest_from=["--image-file", str(other)])
+        result.outcome, result.reason = REFUSED, self.refused(launch)
+        result.steps_ms["to_error"] = _ms_since(started)
+
+    def _encrypted_image(self) -> tuple[str, str]:
+        """(Glance name, key file) of the guest image encrypted with ``image encrypt``."""
+        work = pathlib.Path(self.target.work_dir)
+        name = f"tl-guest-luks-{self.run_id}"
+        key_file, encrypted = work / f"{name}.key", work / f"{name}.qcow2"
+        if not hasattr(self, "_encrypted"):
+            self.clients.trusted_launch("image", "encrypt", self.target.image_file,
+                                        str(encrypted), "--key-file", str(key_file))
+            self.clients.openstack("image", "create", "--disk-format", "qcow2",
+                                   "--container-format", "bare", "--file", str(encrypted),
+                                   "--public", name, admin=True, timeout=900)
+            self._encrypted = (name, str(key_file))
+        return self._encrypted
+
+    def _encrypted_token(self, image: str, key_file: str) -> dict:
+        digest = self.clients.openstack("image", "show", image)["properties"]
+        token = self.clients.trusted_launch(
+            "token", "create", *self._token_arguments("high"), "--image-digest",
+            f"{digest['os_hash_algo']}:{digest['os_hash_value']}",
+            "--image-key-file", key_file)
+        token["server_create_arguments"] = " ".join(
+            f"--property {key}={token[value]}" for key, value in
+            (("trusted_sp", "profile"), ("trusted_ttp", "ttp"), ("trusted_token", "token")))
+        return token
+
+    def _encrypted_boots(self, result: ScenarioResult) -> None:
+        image, key_file = self._encrypted_image()
+        token = self._encrypted_token(image, key_file)
+        started = time.perf_counter()
+        launch = self.trusted_on("luks", self.target.high_host, token, image=image)
+        self.active(launch, started)
+        self.answered(launch, started)
+        result.steps_ms.update(launch.steps_ms)
+        result.reason = (f"ACTIVE on {launch.host}: the LUKS root disk opened with the key "
+                         "the TTP released with N; the guest answered the tenant's challenge")
+
+    def _encrypted_withheld(self, result: ScenarioResult) -> None:
+        image, key_file = self._encrypted_image()
+        started = time.perf_counter()
+        launch = self.trusted_on("luks-untrusted", self.target.low_host,
+                                 self._encrypted_token(image, key_file), image=image)
+        result.outcome, result.reason = REFUSED, self.refused(launch)
+        result.steps_ms["to_error"] = _ms_since(started)
+
+    def _plain_unchanged(self, result: ScenarioResult) -> None:
+        started = time.perf_counter()
+        launch = self.active(self.plain("plain"), started)
+        server = self.clients.show(launch.server_id)
+        properties = server.get("properties") or {}
+        if any(key.startswith("trusted_") for key in properties):
+            raise ScenarioFailed(f"the plain server carries trusted properties {properties}")
+        result.steps_ms.update(launch.steps_ms)
+        result.reason = (f"no trusted properties: ACTIVE on {launch.host}, config drive "
+                         f"{server.get('config_drive') or 'off'}, no TTP call")
+
+    def _on_accepted_server(self, launch: Launch) -> None:
+        """The scenarios that need an accepted, answering server, one after another."""
+        self.record("vm_challenge_verified", ACCEPTED, lambda r: self._verified(r, launch))
+        self.record("wrong_nonce_challenge_rejected", REFUSED,
+                    lambda r: self._wrong_nonce(r, launch))
+        self.record("receipt_on_config_drive", ACCEPTED, lambda r: self._receipt(r, launch))
+        self.record("hard_reboot_reattests", ACCEPTED,
+                    lambda r: self._reattests(r, launch, ("server", "reboot", "--hard")))
+        self.record("stop_start_reattests", ACCEPTED,
+                    lambda r: self._reattests(r, launch, ("server", "stop"),
+                                              ("server", "start")))
+
+    def _verified(self, result: ScenarioResult, launch: Launch) -> None:
+        started = time.perf_counter()
+        answer = self.clients.verify(launch)
+        result.steps_ms["verify"] = _ms_since(started)
+        result.reason = (f"openstack trusted server verify from namespace "
+                         f"{self.target.namespace}: guest proved N; SSH host key "
+                         f"{answer['ssh_host_key_fingerprint']}")
+
+    def _wrong_nonce(self, result: ScenarioResult, launch: Launch) -> None:
+        wrong = pathlib.Path(self.target.work_dir) / "nonces" / f"wrong-{self.run_id}"
+        other = self.token("high")  # a fresh N the guest never saw
+        wrong.write_bytes(pathlib.Path(other["nonce_file"]).read_bytes())
+        wrong.chmod(0o600)
+        self.clients.verify(launch, str(wrong))
+
+    def _receipt(self, result: ScenarioResult, launch: Launch) -> None:
+        receipt = self.clients.agent_status(launch)["receipt"]
+        if not receipt.get("verified"):
+            raise ScenarioFailed(f"the guest's receipt is not verified: {receipt}")
+        result.reason = (f"GET /v1/status: receipt {receipt['verdict']} for profile "
+                         f"{receipt['profile']} on host {receipt['host']}, signature "
+                         f"{receipt['signature']} (key from {receipt['key_source']}), bound "
+                         f"to N: {receipt['bound_to_nonce']}")
+
+    def _reattests(self, result: ScenarioResult, launch: Launch,
+                   *commands: tuple[str, ...]) -> None:
+        started = time.perf_counter()
+        for command in commands:
+            self.clients.openstack(*command, launch.server_id, output=False)
+            wanted = {"SHUTOFF"} if command[-1] == "stop" else {"ACTIVE"}
+            time.sleep(POLL_S)  # the task state changes after the API answered
+            self.clients.wait_for(launch.server_id, wanted)
+        result.steps_ms["to_active"] = _ms_since(started)
+        self.clients.wait_for_answer(launch)
+        result.steps_ms["to_answer"] = _ms_since(started)
+        result.reason = (f"{' then '.join(' '.join(c) for c in commands)}: ACTIVE again on "
+                         f"{launch.host}; the host re-attested and the guest proved the same "
+                         "N")
+
+
+def run_scenarios(target: CloudTarget, recorder: Recorder) -> None:
+    """Run every scenario against ``target``; results land in ``recorder``."""
+    Scenarios(target, recorder).run()
