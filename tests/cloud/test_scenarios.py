@@ -8,10 +8,27 @@ and the check or fault that names why, not just that something failed.
 
 from __future__ import annotations
 
+import os
+import pathlib
+
 import pytest
 
 from trusted_launch.demo.report import ACCEPTED, REFUSED, Recorder
+from trusted_launch.sandbox.cloud.layout import REPO
 from trusted_launch.sandbox.cloud.scenarios import Scenarios
+from trusted_launch.sandbox.cloud.scenarios import cloud_target as make_target
+
+pytestmark = pytest.mark.timeout(2400)  # concurrent real-guest launches under TCG
+
+
+@pytest.fixture(scope="module")
+def cloud_target(cloud):
+    """The target of the cloud the ``cloud`` fixture (tests/cloud/conftest.py) brought up."""
+    paths = getattr(cloud, "paths", None)
+    root = paths.root if paths else REPO / ".cloud"
+    venv = paths.venv if paths else pathlib.Path(os.environ.get("TL_CLOUD_VENV",
+                                                                REPO / ".cloud-venv"))
+    return make_target(root, venv)
 
 
 @pytest.fixture(scope="module")

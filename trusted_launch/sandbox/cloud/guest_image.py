@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -57,6 +58,11 @@ linux /vmlinuz {KERNEL_COMMAND_LINE}
 initrd /initrd.img
 boot
 """
+# A small initramfs (built once, fast to unpack under TCG): only what finds the root disk.
+INITRAMFS_CONFIG = "MODULES=list\nFSTYPE=ext4\n"
+INITRAMFS_MODULES = "virtio_pci\nvirtio_blk\nvirtio_scsi\nsd_mod\n"
+SSH_HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"
+SSHD_HOST_KEY_CONFIG = f"HostKey {SSH_HOST_KEY}\n"
 CONFIG_DRIVE_MOUNT = "/run/trusted-launch/config-drive"
 NETWORK_DIR = "/run/systemd/network"
 STATUS_MARKER = "trusted launch:"
@@ -71,7 +77,8 @@ sys.exit(main())
 SETUP_SCRIPT = f"""#!/bin/sh
 # Trusted launch guest setup: mount the config drive (label config-2) read-only
 # under a root-only directory, write the network from its network_data.json
-# (DHCP where there is none), make this VM's own SSH host keys.
+# (DHCP where there is none), make this VM's own SSH host key (Ed25519 only:
+# an RSA key takes long to make under TCG).
 set -u
 MOUNT={CONFIG_DRIVE_MOUNT}
 install -d -m 0700 /run/trusted-launch
@@ -84,7 +91,7 @@ elif mountpoint -q "$MOUNT" || mount -o ro "$dev" "$MOUNT"; then
     echo "trusted-launch-setup: config drive $dev mounted"
 fi
 trusted-launch-guest --write-network-config {NETWORK_DIR}
-ssh-keygen -A
+[ -e {SSH_HOST_KEY} ] || ssh-keygen -q -t ed25519 -N "" -f {SSH_HOST_KEY}
 """
 UNITS = {
     "trusted-launch-setup.service": """[Unit]
@@ -150,6 +157,7 @@ class GuestImage:
     virtual_size_bytes: int
     build_seconds: float
     cached: bool
+    steps_s: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
         document = dataclasses.asdict(self)
@@ -227,6 +235,12 @@ def _bootstrap(root: pathlib.Path, deb_cache: pathlib.Path) -> None:
                "--include=" + ",".join(PACKAGES),
                "--aptopt=Acquire::Check-Valid-Until \"false\"",
                "--skip=download/empty",
+               "--essential-hook=mkdir -p \"$1\"/etc/initramfs-tools/conf.d "
+               "\"$1\"/usr/share/initramfs-tools/modules.d",
+               f"--essential-hook=printf '{INITRAMFS_CONFIG}' > "
+               "\"$1\"/etc/initramfs-tools/conf.d/trusted-launch.conf",
+               f"--essential-hook=printf '{INITRAMFS_MODULES}' > "
+               "\"$1\"/usr/share/initramfs-tools/modules.d/trusted-launch",
                '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
                f'--setup-hook=sync-in {deb_cache} /var/cache/apt/archives/',
                f'--customize-hook=sync-out /var/cache/apt/archives {deb_cache}',
@@ -252,6 +266,7 @@ def _install_agent(root: pathlib.Path, sources: list[pathlib.Path]) -> None:
     for name, text in UNITS.items():
         _write(root / "etc/systemd/system" / name, text)
     _write(root / "etc/fstab", FSTAB)
+    _write(root / "etc/ssh/sshd_config.d/trusted-launch.conf", SSHD_HOST_KEY_CONFIG)
     _write(root / "etc/hostname", "trusted-guest\n")
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()  # every VM makes its own at first boot
@@ -307,6 +322,12 @@ def _virtual_size(path: pathlib.Path) -> int:
     return int(json.loads(info.stdout)["virtual-size"])
 
 
+def _timed(steps: dict[str, float], name: str, action) -> None:
+    started = time.monotonic()
+    action()
+    steps[name] = round(time.monotonic() - started, 1)
+
+
 def build_image(cache_dir: pathlib.Path | None = None, *, force: bool = False,
                 log=print) -> GuestImage:
     """The cached image for the current inputs, building it first if needed."""
@@ -318,6 +339,13 @@ def build_image(cache_dir: pathlib.Path | None = None, *, force: bool = False,
             raise GuestImageError(f"{tool} is not installed (apt: mmdebstrap e2fsprogs "
                                   "qemu-utils)")
     cache = cache_dir or default_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the others then find it
+        return _cached_or_built(cache, force, log)
+
+
+def _cached_or_built(cache: pathlib.Path, force: bool, log) -> GuestImage:
     sources = agent_sources()
     digest = recipe_digest(sources)
     image = cache / f"guest-{digest[:16]}.qcow2"
@@ -325,24 +353,25 @@ def build_image(cache_dir: pathlib.Path | None = None, *, force: bool = False,
     if image.is_file() and meta.is_file() and not force:
         recorded = json.loads(meta.read_text(encoding="utf-8"))
         return GuestImage(image, digest, image.stat().st_size, _virtual_size(image),
-                          recorded["build_seconds"], True)
-    cache.mkdir(parents=True, exist_ok=True)
+                          recorded["build_seconds"], True, recorded.get("steps_s", {}))
+    steps: dict[str, float] = {}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="guest-image-", dir=cache) as work:
         root, raw = pathlib.Path(work) / "root", pathlib.Path(work) / "disk.raw"
-        log(f"guest image {digest[:16]}: mmdebstrap {SUITE} ({len(PACKAGES)} packages)")
-        _bootstrap(root, cache.parent / "debs")
-        log(f"guest image: agent ({len(sources)} modules), units, GRUB, ext4")
-        _install_agent(root, sources)
-        _make_disk(root, raw, digest)
-        log("guest image: qemu-img convert -O qcow2 -c")
         partial = pathlib.Path(work) / image.name
-        _run("qemu-img convert", ["qemu-img", "convert", "-O", "qcow2", "-c", str(raw),
-                                  str(partial)], timeout=900)
+        log(f"guest image {digest[:16]}: mmdebstrap {SUITE} ({len(PACKAGES)} packages)")
+        _timed(steps, "mmdebstrap", lambda: _bootstrap(root, cache.parent / "debs"))
+        log(f"guest image: agent ({len(sources)} modules), units, GRUB, ext4")
+        _timed(steps, "agent_and_units", lambda: _install_agent(root, sources))
+        _timed(steps, "grub_and_mkfs", lambda: _make_disk(root, raw, digest))
+        log("guest image: qemu-img convert -O qcow2 -c")
+        _timed(steps, "qcow2_convert", lambda: _run(
+            "qemu-img convert", ["qemu-img", "convert", "-O", "qcow2", "-c", str(raw),
+                                 str(partial)], timeout=900))
         os.replace(partial, image)
     seconds = round(time.monotonic() - started, 1)
     built = GuestImage(image, digest, image.stat().st_size, _virtual_size(image), seconds,
-                       False)
+                       False, steps)
     meta.write_text(json.dumps(built.to_json(), indent=2), encoding="utf-8")
     return built
 
@@ -368,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{image.path}: {image.size_bytes / 2**20:.0f} MiB qcow2 "
               f"({image.virtual_size_bytes / 2**30:.0f} GiB virtual), "
               + ("cached, " if image.cached else "")
-              + f"built in {image.build_seconds:.0f} s")
+              + f"built in {image.build_seconds:.0f} s ("
+              + ", ".join(f"{k} {v:.0f} s" for k, v in image.steps_s.items()) + ")")
     return 0
 
 

@@ -466,6 +466,55 @@ class Scenarios:
                          "N")
 
 
+GUEST_IMAGE_NAME = "tl-guest"
+TARGET_FLAVOR = "tl.small"
+
+
+def cloud_target(root: pathlib.Path, venv: pathlib.Path) -> CloudTarget:
+    """The target of the cloud ``tools/run-cloud.sh`` keeps under ``root`` (its services in
+    ``venv``), with the guest image built (or found cached) and uploaded to Glance."""
+    import configparser
+
+    from trusted_launch.sandbox.cloud import bringup, identity, network
+    from trusted_launch.sandbox.cloud.compute_hosts import COMPUTE_HOSTS
+    from trusted_launch.sandbox.cloud.guest_image import build_image
+    from trusted_launch.sandbox.cloud.layout import CloudPaths, CloudState
+
+    paths = CloudPaths(root, venv)
+    state = CloudState.load_or_create(paths.state_file)
+    hosts = {profile: name for name, profile, _ in COMPUTE_HOSTS}
+    image = build_image()
+    compute_conf = configparser.ConfigParser()
+    compute_conf.read(paths.etc / "nova" / f"nova-compute-{hosts['high']}.conf")
+    target = CloudTarget(
+        openstack=paths.bin("openstack"), trusted_launch=paths.bin("trusted-launch"),
+        clouds_yaml=str(paths.clouds_yaml), admin_cloud=identity.ADMIN_CLOUD,
+        demo_cloud=identity.DEMO_CLOUD, network=bringup.NETWORK, namespace=network.NAMESPACE,
+        ttp_url=state.url("ttp"), ttp_ca_file=str(paths.etc / "ttp" / "ca.pem"),
+        flavor=TARGET_FLAVOR, image=GUEST_IMAGE_NAME, image_file=str(image.path),
+        high_host=hosts["high"], low_host=hosts["low"], work_dir=str(paths.data / "tenant"),
+        compute_logs={name: str(paths.log / f"nova-compute-{name}.log")
+                      for name in hosts.values()},
+        virt_type=compute_conf.get("libvirt", "virt_type", fallback=""))
+    upload_guest_image(Clients(target), image.path, image.digest)
+    return target
+
+
+def upload_guest_image(clients: Clients, path: pathlib.Path, digest: str) -> None:
+    """``openstack image create tl-guest`` (public) unless Glance holds this build of it."""
+    images = clients.openstack("image", "list", "--name", GUEST_IMAGE_NAME, "--long",
+                               admin=True)
+    for image in images:
+        properties = clients.openstack("image", "show", image["ID"], admin=True)
+        if (properties.get("properties") or {}).get("tl_recipe_digest") == digest:
+            return
+        clients.openstack("image", "delete", image["ID"], admin=True, output=False)
+    clients.openstack("image", "create", "--disk-format", "qcow2", "--container-format",
+                      "bare", "--public", "--file", str(path), "--property",
+                      f"tl_recipe_digest={digest}", GUEST_IMAGE_NAME, admin=True,
+                      timeout=900)
+
+
 def run_scenarios(target: CloudTarget, recorder: Recorder) -> None:
     """Run every scenario against ``target``; results land in ``recorder``."""
     Scenarios(target, recorder).run()
