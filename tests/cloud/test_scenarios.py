@@ -1,6 +1,6 @@
 """The trusted launch scenarios on the real cloud, one test each.
 
-The scenarios run once for the module (launches run concurrently: guests
+The scenarios run once per pytest run (launches run concurrently: guests
 under TCG take tens of seconds to boot) through the real clients, exactly as
 ``trusted-launch demo --cloud`` runs them; each test then checks one outcome
 and the check or fault that names why, not just that something failed.
@@ -8,12 +8,14 @@ and the check or fault that names why, not just that something failed.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import pathlib
 
 import pytest
 
-from trusted_launch.demo.report import ACCEPTED, REFUSED, Recorder
+from trusted_launch.demo.report import ACCEPTED, REFUSED, Recorder, ScenarioResult
 from trusted_launch.sandbox.cloud.layout import REPO
 from trusted_launch.sandbox.cloud.scenarios import Scenarios
 from trusted_launch.sandbox.cloud.scenarios import cloud_target as make_target
@@ -22,8 +24,12 @@ pytestmark = pytest.mark.timeout(2400)  # concurrent real-guest launches under T
 
 
 @pytest.fixture(scope="module")
-def cloud_target(cloud):
+def cloud_target(request):
     """The target of the cloud the ``cloud`` fixture (tests/cloud/conftest.py) brought up."""
+    try:
+        cloud = request.getfixturevalue("cloud")
+    except pytest.FixtureLookupError:
+        pytest.skip("no cloud: tests/cloud/conftest.py provides no 'cloud' fixture")
     paths = getattr(cloud, "paths", None)
     root = paths.root if paths else REPO / ".cloud"
     venv = paths.venv if paths else pathlib.Path(os.environ.get("TL_CLOUD_VENV",
@@ -33,9 +39,19 @@ def cloud_target(cloud):
 
 @pytest.fixture(scope="module")
 def results(cloud_target) -> dict:
-    recorder = Recorder()
-    Scenarios(cloud_target, recorder).run()
-    return {result.name: result for result in recorder.results}
+    """The scenarios, run once per pytest run even under ``-n 2``: the first worker to get
+    here runs them; the other waits on the lock and reads what it recorded."""
+    directory = pathlib.Path(cloud_target.work_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+    recorded = directory / f"scenarios-{run_id}.json"
+    with open(directory / "scenarios.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not recorded.exists():
+            recorder = Recorder()
+            Scenarios(cloud_target, recorder).run()
+            recorded.write_text(json.dumps([r.to_json() for r in recorder.results]))
+    return {item["name"]: ScenarioResult(**item) for item in json.loads(recorded.read_text())}
 
 
 def outcome(results: dict, name: str, expected: str):

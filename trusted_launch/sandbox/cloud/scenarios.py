@@ -22,6 +22,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -213,7 +214,11 @@ class Scenarios:
         self.clients = Clients(target)
         self.recorder = recorder
         self.created: list[str] = []
+        self.images: list[str] = []
         self.run_id = uuid.uuid4().hex[:6]
+        self._encrypted: tuple[str, str, str] | None = None
+        self._encryption_lock = threading.Lock()
+        self._first: Launch | None = None
 
     # Launch kinds -------------------------------------------------------------------------
     def _token_arguments(self, profile: str) -> list[str]:
@@ -289,6 +294,8 @@ class Scenarios:
                 self._on_accepted_server(first)
         finally:
             self.clients.delete(self.created)
+            for image in self.images:
+                self.clients.openstack("image", "delete", image, admin=True, output=False)
 
     def _concurrent_launches(self) -> Launch | None:
         """The independent launches, at most PARALLEL_LAUNCHES at a time, in demo order."""
@@ -302,7 +309,6 @@ class Scenarios:
                                                                  self._encrypted_withheld),
             "plain_launch_unchanged": (ACCEPTED, self._plain_unchanged),
         }
-        self._first: Launch | None = None
         with concurrent.futures.ThreadPoolExecutor(PARALLEL_LAUNCHES) as pool:
             futures = {name: pool.submit(self._measured, name, expected, work)
                        for name, (expected, work) in jobs.items()}
@@ -359,25 +365,27 @@ class Scenarios:
         result.outcome, result.reason = REFUSED, self.refused(launch)
         result.steps_ms["to_error"] = _ms_since(started)
 
-    def _encrypted_image(self) -> tuple[str, str]:
-        """(Glance name, key file) of the guest image encrypted with ``image encrypt``."""
-        work = pathlib.Path(self.target.work_dir)
-        name = f"tl-guest-luks-{self.run_id}"
-        key_file, encrypted = work / f"{name}.key", work / f"{name}.qcow2"
-        if not hasattr(self, "_encrypted"):
-            self.clients.trusted_launch("image", "encrypt", self.target.image_file,
-                                        str(encrypted), "--key-file", str(key_file))
-            self.clients.openstack("image", "create", "--disk-format", "qcow2",
-                                   "--container-format", "bare", "--file", str(encrypted),
-                                   "--public", name, admin=True, timeout=900)
-            self._encrypted = (name, str(key_file))
-        return self._encrypted
+    def _encrypted_image(self) -> tuple[str, str, str]:
+        """(Glance name, key file, local file) of the guest image after ``image encrypt``."""
+        with self._encryption_lock:
+            if self._encrypted is None:
+                work = pathlib.Path(self.target.work_dir)
+                name = f"tl-guest-luks-{self.run_id}"
+                key_file, encrypted = work / f"{name}.key", work / f"{name}.qcow2"
+                self.clients.trusted_launch("image", "encrypt", self.target.image_file,
+                                            str(encrypted), "--key-file", str(key_file))
+                self.clients.openstack("image", "create", "--disk-format", "qcow2",
+                                       "--container-format", "bare", "--file",
+                                       str(encrypted), "--public", name, admin=True,
+                                       timeout=900)
+                self.images.append(name)
+                self._encrypted = (name, str(key_file), str(encrypted))
+            return self._encrypted
 
-    def _encrypted_token(self, image: str, key_file: str) -> dict:
-        digest = self.clients.openstack("image", "show", image)["properties"]
+    def _encrypted_token(self, key_file: str, encrypted: str) -> dict:
+        """``trusted-launch token create`` over the encrypted file's own digest and key."""
         token = self.clients.trusted_launch(
-            "token", "create", *self._token_arguments("high"), "--image-digest",
-            f"{digest['os_hash_algo']}:{digest['os_hash_value']}",
+            "token", "create", *self._token_arguments("high"), "--image-file", encrypted,
             "--image-key-file", key_file)
         token["server_create_arguments"] = " ".join(
             f"--property {key}={token[value]}" for key, value in
@@ -385,8 +393,8 @@ class Scenarios:
         return token
 
     def _encrypted_boots(self, result: ScenarioResult) -> None:
-        image, key_file = self._encrypted_image()
-        token = self._encrypted_token(image, key_file)
+        image, key_file, encrypted = self._encrypted_image()
+        token = self._encrypted_token(key_file, encrypted)
         started = time.perf_counter()
         launch = self.trusted_on("luks", self.target.high_host, token, image=image)
         self.active(launch, started)
@@ -396,10 +404,10 @@ class Scenarios:
                          "the TTP released with N; the guest answered the tenant's challenge")
 
     def _encrypted_withheld(self, result: ScenarioResult) -> None:
-        image, key_file = self._encrypted_image()
+        image, key_file, encrypted = self._encrypted_image()
         started = time.perf_counter()
         launch = self.trusted_on("luks-untrusted", self.target.low_host,
-                                 self._encrypted_token(image, key_file), image=image)
+                                 self._encrypted_token(key_file, encrypted), image=image)
         result.outcome, result.reason = REFUSED, self.refused(launch)
         result.steps_ms["to_error"] = _ms_since(started)
 
