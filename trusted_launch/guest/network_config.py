@@ -1,12 +1,15 @@
-"""The guest's network from the config drive: systemd-networkd files from network_data.json.
+"""The guest's network from the config drive's network_data.json.
 
 Nova writes ``openstack/latest/network_data.json`` to the config drive: one
 link per port (its MAC address) and one network per fixed IP (``ipv4`` for a
-subnet without DHCP, ``ipv4_dhcp`` with it). :func:`networkd_files` turns it
-into ``.network`` files matched by MAC address (static addresses and routes,
-or DHCP where the subnet has it); :data:`DHCP_FALLBACK` configures every
-other Ethernet interface by DHCP, so a VM without a config drive still comes
-up. A malformed document raises :class:`NetworkDataError` naming the field.
+subnet without DHCP, ``ipv4_dhcp`` with it). Static addresses, routes and MTUs
+are set at once with iproute2 (:func:`static_commands`, on the interface with
+the link's MAC address): no network daemon stands between boot and the
+agent. :func:`networkd_files` also describes every link for systemd-networkd
+(matched by MAC address; DHCP where the subnet has it), and
+:data:`DHCP_FALLBACK` configures every other Ethernet interface by DHCP, so a
+VM without a config drive still comes up once networkd runs. A malformed
+document raises :class:`NetworkDataError` naming the field.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import json
 import os
 import pathlib
 import re
+import subprocess
+from collections.abc import Callable
 
 from trusted_launch.guest.identity import CONFIG_DRIVE_MOUNTS
 
@@ -88,19 +93,26 @@ def _interface(network: dict, where: str) -> ipaddress.IPv4Interface | ipaddress
                                "and netmask") from None
 
 
-def _route_lines(network: dict, where: str) -> list[str]:
-    lines = []
+def _routes(network: dict, where: str) -> list[tuple[str, str]]:
+    """(destination/prefix, gateway) of every route of one network."""
+    routes = []
     for index, route in enumerate(_list(network, "routes")):
         here = f"{where}.routes[{index}]"
         try:
             gateway = ipaddress.ip_address(_field(route, "gateway", here))
-            network = ipaddress.ip_address(_field(route, "network", here))
-            prefix = _prefix_length(str(_field(route, "netmask", here)), network.max_prefixlen)
-            destination = ipaddress.ip_network(f"{network}/{prefix}")
+            network_address = ipaddress.ip_address(_field(route, "network", here))
+            prefix = _prefix_length(str(_field(route, "netmask", here)),
+                                    network_address.max_prefixlen)
+            destination = ipaddress.ip_network(f"{network_address}/{prefix}")
         except ValueError:
             raise NetworkDataError(f"{here} is not a network, netmask and gateway") from None
-        lines.append(f"\n[Route]\nDestination={destination}\nGateway={gateway}\n")
-    return lines
+        routes.append((str(destination), str(gateway)))
+    return routes
+
+
+def _route_lines(network: dict, where: str) -> list[str]:
+    return [f"\n[Route]\nDestination={destination}\nGateway={gateway}\n"
+            for destination, gateway in _routes(network, where)]
 
 
 def _network_section(networks: list[tuple[int, dict]]) -> tuple[list[str], list[str]]:
@@ -121,17 +133,23 @@ def _network_section(networks: list[tuple[int, dict]]) -> tuple[list[str], list[
     return lines, extra
 
 
-def networkd_files(document: object) -> dict[str, str]:
-    """{file name: content} of systemd-networkd files for ``document`` (no fallback)."""
+def _networks_by_link(document: object) -> dict[str, list[tuple[int, dict]]]:
     if not isinstance(document, dict):
         raise NetworkDataError("network_data.json must be a JSON object")
-    macs, mtus = _mac_by_link(document), _mtu_by_link(document)
+    macs = _mac_by_link(document)
     by_link: dict[str, list[tuple[int, dict]]] = {}
     for index, network in enumerate(_list(document, "networks")):
         link = str(_field(network, "link", f"networks[{index}]"))
         if link not in macs:
             raise NetworkDataError(f"networks[{index}].link {link!r} names no link")
         by_link.setdefault(link, []).append((index, network))
+    return by_link
+
+
+def networkd_files(document: object) -> dict[str, str]:
+    """{file name: content} of systemd-networkd files for ``document`` (no fallback)."""
+    by_link = _networks_by_link(document)
+    macs, mtus = _mac_by_link(document), _mtu_by_link(document)
     files = {}
     for number, (link, networks) in enumerate(sorted(by_link.items())):
         lines, extra = _network_section(networks)
@@ -141,6 +159,60 @@ def networkd_files(document: object) -> dict[str, str]:
             f"[Match]\nMACAddress={macs[link]}\n{mtu}\n[Network]\nLinkLocalAddressing=no\n"
             + "".join(f"{line}\n" for line in lines) + "".join(extra))
     return files
+
+
+def static_commands(document: object, interface_of: Callable[[str], str | None]
+                    ) -> tuple[list[list[str]], bool]:
+    """(``ip`` commands setting every static address, route and MTU, whether any link
+    still needs DHCP). ``interface_of`` maps a MAC address to an interface name."""
+    by_link = _networks_by_link(document)
+    macs, mtus = _mac_by_link(document), _mtu_by_link(document)
+    commands, needs_dhcp = [], not by_link
+    for link, networks in sorted(by_link.items()):
+        static = [(i, n) for i, n in networks if str(n.get("type")) in STATIC_TYPES]
+        needs_dhcp |= len(static) < len(networks)
+        _network_section(networks)  # validates every network of the link
+        interface = interface_of(macs[link])
+        if interface is None:
+            raise NetworkDataError(f"no interface has MAC address {macs[link]} (link {link})")
+        mtu = ["mtu", str(mtus[link])] if link in mtus else []
+        commands.append(["ip", "link", "set", "dev", interface, *mtu, "up"])
+        for index, network in static:
+            where = f"networks[{index}]"
+            commands.append(["ip", "address", "replace",
+                             _interface(network, where).with_prefixlen, "dev", interface])
+            for destination, gateway in _routes(network, where):
+                commands.append(["ip", "route", "replace", destination, "via", gateway,
+                                 "dev", interface])
+    return commands, needs_dhcp
+
+
+def interface_by_mac(mac: str, sys_class_net: str = "/sys/class/net") -> str | None:
+    """The name of the interface whose MAC address is ``mac``, or None."""
+    for entry in sorted(pathlib.Path(sys_class_net).iterdir()):
+        try:
+            if (entry / "address").read_text(encoding="ascii").strip().lower() == mac:
+                return entry.name
+        except OSError:
+            continue
+    return None
+
+
+def configure_network(directory: str | os.PathLike, network_data: str | os.PathLike | None,
+                      run: Callable[[list[str]], object] = lambda argv: subprocess.run(
+                          argv, check=True, capture_output=True, timeout=30)) -> bool:
+    """Set the static part of ``network_data`` now and write the networkd files (with the
+    DHCP fallback) into ``directory``; True when some interface still needs DHCP."""
+    write_network_config(directory, network_data)
+    if network_data is None:
+        return True
+    commands, needs_dhcp = static_commands(read_network_data(network_data), interface_by_mac)
+    for argv in commands:
+        try:
+            run(argv)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise NetworkDataError(f"{' '.join(argv)} failed: {exc}") from None
+    return needs_dhcp
 
 
 def default_network_data() -> pathlib.Path | None:

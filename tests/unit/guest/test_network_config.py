@@ -1,18 +1,21 @@
-"""The guest's systemd-networkd files from Nova's network_data.json."""
+"""The guest's network from Nova's network_data.json: ip commands and networkd files."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
 from trusted_launch.cmd import guest as guest_cmd
+from trusted_launch.cmd.guest import NEEDS_DHCP
 from trusted_launch.guest import network_config
 from trusted_launch.guest.network_config import (
     DHCP_FALLBACK,
     FALLBACK_NAME,
     NetworkDataError,
     networkd_files,
+    static_commands,
     write_network_config,
 )
 
@@ -81,20 +84,70 @@ def test_write_keeps_only_the_dhcp_fallback_when_the_document_is_bad(tmp_path):
     assert (tmp_path / "out" / FALLBACK_NAME).read_text() == DHCP_FALLBACK
 
 
-def test_cli_writes_static_files_from_the_mounted_config_drive(tmp_path, monkeypatch, capsys):
+def fake_sys_class_net(tmp_path, interfaces: dict[str, str]):
+    root = tmp_path / "sys-class-net"
+    for name, mac in interfaces.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "address").write_text(mac + "\n")
+    return root
+
+
+def test_static_commands_set_address_route_and_mtu_on_the_interface_with_that_mac(tmp_path):
+    net = fake_sys_class_net(tmp_path, {"eth0": "52:54:00:00:00:01", "eth1": MAC})
+    commands, needs_dhcp = static_commands(
+        nova_network_data(), lambda mac: network_config.interface_by_mac(mac, str(net)))
+    assert commands == [
+        ["ip", "link", "set", "dev", "eth1", "mtu", "1450", "up"],
+        ["ip", "address", "replace", "198.18.0.10/24", "dev", "eth1"],
+        ["ip", "route", "replace", "0.0.0.0/0", "via", "198.18.0.1", "dev", "eth1"],
+    ]
+    assert needs_dhcp is False
+
+
+def test_static_commands_leave_dhcp_links_to_networkd():
+    commands, needs_dhcp = static_commands(nova_network_data("ipv4_dhcp"), lambda mac: "eth0")
+    assert commands == [["ip", "link", "set", "dev", "eth0", "mtu", "1450", "up"]]
+    assert needs_dhcp is True
+
+
+def test_static_commands_name_a_mac_no_interface_has():
+    with pytest.raises(NetworkDataError, match=f"no interface has MAC address {MAC}"):
+        static_commands(nova_network_data(), lambda mac: None)
+
+
+def write_config_drive(tmp_path, monkeypatch, document) -> None:
     drive = tmp_path / "drive"
     (drive / "openstack" / "latest").mkdir(parents=True)
-    (drive / "openstack" / "latest" / "network_data.json").write_text(
-        json.dumps(nova_network_data()))
+    (drive / "openstack" / "latest" / "network_data.json").write_text(json.dumps(document))
     monkeypatch.setattr(network_config, "CONFIG_DRIVE_MOUNTS", (str(drive),))
-    assert guest_cmd.main(["--write-network-config", str(tmp_path / "net")]) == 0
+
+
+def test_cli_sets_static_addresses_and_says_no_dhcp_is_needed(tmp_path, monkeypatch, capsys):
+    write_config_drive(tmp_path, monkeypatch, nova_network_data())
+    ran = []
+    monkeypatch.setattr(network_config, "interface_by_mac", lambda mac: "eth0")
+    monkeypatch.setattr(network_config.subprocess, "run", lambda argv, **kw: ran.append(argv))
+    assert guest_cmd.main(["--configure-network", str(tmp_path / "net")]) == 0
+    assert ["ip", "address", "replace", "198.18.0.10/24", "dev", "eth0"] in ran
     written = sorted(p.name for p in (tmp_path / "net").iterdir())
     assert written == ["10-trusted-launch-0.network", FALLBACK_NAME]
-    assert "network from" in capsys.readouterr().out
+    assert "static addresses set" in capsys.readouterr().out
+
+
+def test_cli_reports_a_failed_ip_command_and_asks_for_dhcp(tmp_path, monkeypatch, capsys):
+    write_config_drive(tmp_path, monkeypatch, nova_network_data())
+    monkeypatch.setattr(network_config, "interface_by_mac", lambda mac: "eth0")
+
+    def failing(argv, **kwargs):
+        raise subprocess.CalledProcessError(2, argv)
+
+    monkeypatch.setattr(network_config.subprocess, "run", failing)
+    assert guest_cmd.main(["--configure-network", str(tmp_path / "net")]) == NEEDS_DHCP
+    assert "ip link set dev eth0 mtu 1450 up failed" in capsys.readouterr().err
 
 
 def test_cli_without_config_drive_falls_back_to_dhcp(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(network_config, "CONFIG_DRIVE_MOUNTS", (str(tmp_path / "none"),))
-    assert guest_cmd.main(["--write-network-config", str(tmp_path / "net")]) == 0
+    assert guest_cmd.main(["--configure-network", str(tmp_path / "net")]) == NEEDS_DHCP
     assert [p.name for p in (tmp_path / "net").iterdir()] == [FALLBACK_NAME]
-    assert "DHCP (no network_data.json)" in capsys.readouterr().out
+    assert "DHCP (no network_data.json); DHCP needed" in capsys.readouterr().out

@@ -76,9 +76,9 @@ sys.exit(main())
 """
 SETUP_SCRIPT = f"""#!/bin/sh
 # Trusted launch guest setup: mount the config drive (label config-2) read-only
-# under a root-only directory, write the network from its network_data.json
-# (DHCP where there is none), make this VM's own SSH host key (Ed25519 only:
-# an RSA key takes long to make under TCG).
+# under a root-only directory, set the static network of its network_data.json
+# (systemd-networkd runs only where DHCP is needed: it takes long to start under
+# TCG), make this VM's own SSH host key (Ed25519 only: RSA takes long under TCG).
 set -u
 MOUNT={CONFIG_DRIVE_MOUNT}
 install -d -m 0700 /run/trusted-launch
@@ -90,7 +90,8 @@ if [ -z "$dev" ]; then
 elif mountpoint -q "$MOUNT" || mount -o ro "$dev" "$MOUNT"; then
     echo "trusted-launch-setup: config drive $dev mounted"
 fi
-trusted-launch-guest --write-network-config {NETWORK_DIR}
+trusted-launch-guest --configure-network {NETWORK_DIR} ||
+    systemctl start --no-block systemd-networkd.service  # some interface needs DHCP
 [ -e {SSH_HOST_KEY} ] || ssh-keygen -q -t ed25519 -N "" -f {SSH_HOST_KEY}
 """
 UNITS = {
@@ -138,7 +139,7 @@ StandardError=journal+console
 WantedBy=multi-user.target
 """,
 }
-ENABLED_UNITS = ("systemd-networkd.service", *UNITS)
+ENABLED_UNITS = tuple(UNITS)
 FSTAB = f"LABEL={ROOT_LABEL} / ext4 defaults,errors=remount-ro 0 1\n"
 RECIPE = pathlib.Path(__file__).resolve()
 
