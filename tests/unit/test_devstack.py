@@ -54,8 +54,11 @@ def test_scheduler_keeps_operator_filters_and_adds_ours_once(tmp_path):
 def test_scheduler_on_an_empty_file_keeps_novas_own_filters_available(tmp_path):
     conf = tmp_path / "nova.conf"
     assert main(["configure", "nova-scheduler", "--config-file", str(conf), *SHARED]) == 0
-    assert IniFile(conf).get_all("filter_scheduler", "available_filters")[0] == (
+    ini = IniFile(conf)
+    assert ini.get_all("filter_scheduler", "available_filters")[0] == (
         "nova.scheduler.filters.all_filters")
+    enabled = ini.get("filter_scheduler", "enabled_filters").split(",")
+    assert enabled[0] == "ComputeFilter" and enabled[-1] == "SecurityProfileFilter"
 
 
 def test_compute_sets_driver_and_host_settings(tmp_path):

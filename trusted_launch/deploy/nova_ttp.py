@@ -15,6 +15,11 @@ from trusted_launch.deploy.inifile import IniFile
 FILTER_NAME = "SecurityProfileFilter"
 FILTER_PATH = "trusted_launch.scheduler.security_profile_filter.SecurityProfileFilter"
 NOVA_DEFAULT_FILTERS = "nova.scheduler.filters.all_filters"
+# Nova's own default of [filter_scheduler] enabled_filters (nova 34): kept when
+# the operator's file leaves the option unset, so adding ours drops none of them.
+NOVA_DEFAULT_ENABLED_FILTERS = ("ComputeFilter", "ComputeCapabilitiesFilter",
+                                "ImagePropertiesFilter", "ServerGroupAntiAffinityFilter",
+                                "ServerGroupAffinityFilter")
 COMPUTE_DRIVER = "trusted_launch.driver.TrustedLibvirtDriver"
 
 
@@ -48,9 +53,9 @@ def _set_shared(conf: IniFile, settings: TrustedLaunchSettings) -> None:
 def configure_nova_scheduler(path: pathlib.Path, settings: TrustedLaunchSettings) -> None:
     """Enable SecurityProfileFilter after the filters already enabled, keep Nova's own."""
     conf = IniFile(path)
-    enabled = [name.strip() for name in
-               (conf.get("filter_scheduler", "enabled_filters") or "").split(",")
-               if name.strip()]
+    current = conf.get("filter_scheduler", "enabled_filters")
+    enabled = (list(NOVA_DEFAULT_ENABLED_FILTERS) if current is None else
+               [name.strip() for name in current.split(",") if name.strip()])
     if FILTER_NAME not in enabled:
         enabled.append(FILTER_NAME)
     conf.set("filter_scheduler", "enabled_filters", ",".join(enabled))
