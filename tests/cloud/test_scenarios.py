@@ -119,3 +119,11 @@ def test_receipt_on_the_config_drive_checked_by_the_guest(results, cloud_target)
 def test_restarts_reattest_and_the_guest_keeps_n(results, name):
     result = outcome(results, name, ACCEPTED)
     assert "the host re-attested and the guest proved the same N" in result.reason
+
+
+def test_cold_migration_reattests_on_the_destination(results, cloud_target):
+    result = outcome(results, "cold_migration_reattests", ACCEPTED)
+    hosts = {cloud_target.high_host, cloud_target.low_host}
+    moved = [host for host in hosts if f"moved from {host} to " in result.reason]
+    assert moved, result.reason
+    assert "the destination re-attested and the guest proved the same N" in result.reason

@@ -33,7 +33,7 @@ AGENT_PORT = 8950
 HOST_ATTR = "OS-EXT-SRV-ATTR:host"
 ACTIVE_TIMEOUT_S = 600
 ANSWER_TIMEOUT_S = 600
-POLL_S = 2.0
+POLL_S = 1.0
 PARALLEL_LAUNCHES = 3
 COMMAND_TIMEOUT_S = 300
 
@@ -103,6 +103,7 @@ class Clients:
     def __init__(self, target: CloudTarget) -> None:
         self.target = target
         self.environment = {**os.environ, "OS_CLIENT_CONFIG_FILE": target.clouds_yaml}
+        self._local = threading.local()
         pathlib.Path(target.work_dir).mkdir(parents=True, exist_ok=True)
 
     def run(self, argv: list[str], *, namespace: bool = False,
@@ -133,8 +134,23 @@ class Clients:
         return json.loads(self.run([self.target.trusted_launch, *args, "--json"]))
 
     # Servers ----------------------------------------------------------------------------
+    def _admin(self):
+        """An openstacksdk connection as the admin (one per thread), for polling."""
+        if getattr(self._local, "admin", None) is None:
+            import openstack
+
+            os.environ["OS_CLIENT_CONFIG_FILE"] = self.target.clouds_yaml
+            self._local.admin = openstack.connect(cloud=self.target.admin_cloud)
+        return self._local.admin
+
     def show(self, server_id: str) -> dict:
-        return self.openstack("server", "show", server_id, admin=True)
+        """The server as ``openstack server show`` shows it to an admin (openstacksdk)."""
+        server = self._admin().compute.get_server(server_id)
+        return {"id": server.id, "status": server.status, HOST_ATTR: server.compute_host,
+                "addresses": {network: [entry.get("addr") for entry in entries]
+                              for network, entries in (server.addresses or {}).items()},
+                "fault": server.fault or {}, "config_drive": server.has_config_drive,
+                "properties": dict(server.metadata or {})}
 
     def wait_for(self, server_id: str, statuses: set[str],
                  timeout: float = ACTIVE_TIMEOUT_S) -> dict:
@@ -154,12 +170,7 @@ class Clients:
     def address(self, server: dict) -> str:
         """The server's fixed IP on the tenant network."""
         addresses = server.get("addresses") or {}
-        if isinstance(addresses, str):  # older clients print "net=ip"
-            addresses = {part.split("=")[0]: part.split("=")[1].split(", ")
-                         for part in addresses.split("; ")}
-        ips = addresses.get(self.target.network) or []
-        for ip in ips:
-            address = ip.get("addr") if isinstance(ip, dict) else ip
+        for address in addresses.get(self.target.network) or []:
             if address and ":" not in address:
                 return address
         raise ScenarioFailed(f"server {server.get('id')} has no IPv4 address on "
@@ -308,6 +319,7 @@ class Scenarios:
             "encrypted_image_key_withheld_from_untrusted_host": (REFUSED,
                                                                  self._encrypted_withheld),
             "plain_launch_unchanged": (ACCEPTED, self._plain_unchanged),
+            "cold_migration_reattests": (ACCEPTED, self._cold_migration),
         }
         with concurrent.futures.ThreadPoolExecutor(PARALLEL_LAUNCHES) as pool:
             futures = {name: pool.submit(self._measured, name, expected, work)
@@ -421,6 +433,30 @@ class Scenarios:
         result.steps_ms.update(launch.steps_ms)
         result.reason = (f"no trusted properties: ACTIVE on {launch.host}, config drive "
                          f"{server.get('config_drive') or 'off'}, no TTP call")
+
+    def _cold_migration(self, result: ScenarioResult) -> None:
+        """A profile-low server (both hosts meet low) moved by ``openstack server migrate``."""
+        started = time.perf_counter()
+        launch = self.active(self.trusted("migrate", "low"), started)
+        self.answered(launch, started)
+        source = launch.host
+        moved = time.perf_counter()
+        self.clients.openstack("server", "migrate", launch.server_id, admin=True,
+                               output=False)
+        time.sleep(POLL_S)
+        self.clients.wait_for(launch.server_id, {"VERIFY_RESIZE"})
+        self.clients.openstack("server", "resize", "confirm", launch.server_id, admin=True,
+                               output=False)
+        server = self.clients.wait_for(launch.server_id, {"ACTIVE"})
+        launch.host = server.get(HOST_ATTR)
+        if launch.host == source:
+            raise ScenarioFailed(f"the server stayed on {source}")
+        result.steps_ms["migrate_to_active"] = _ms_since(moved)
+        self.clients.wait_for_answer(launch)
+        result.steps_ms["migrate_to_answer"] = _ms_since(moved)
+        result.reason = (f"profile low: moved from {source} to {launch.host} (cold migration, "
+                         "confirmed); the destination re-attested and the guest proved the "
+                         "same N")
 
     def _on_accepted_server(self, launch: Launch) -> None:
         """The scenarios that need an accepted, answering server, one after another."""
