@@ -20,7 +20,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from trusted_launch.sandbox.cloud import configs, hypervisor, identity, network
-from trusted_launch.sandbox.cloud.compute_hosts import ComputeHost, compute_hosts, manufacture_once, swtpm_service
+from trusted_launch.sandbox.cloud.compute_hosts import (
+    ComputeHost,
+    compute_hosts,
+    manufacture_once,
+    swtpm_service,
+)
 from trusted_launch.sandbox.cloud.layout import REPO, CloudPaths, CloudState
 from trusted_launch.sandbox.cloud.processes import CloudError, ProcessTable, Service
 from trusted_launch.sandbox.cloud.readiness import http_answers, tcp_listens, wait_until
@@ -36,6 +41,9 @@ COMPUTE_TIMEOUT_S = 240.0
 TINY_IMAGE = "tl-tiny"
 FLAVORS = {"tl.tiny": (1, 128, 1), "tl.small": (1, 1024, 3)}  # vcpus, MiB, GiB
 NETWORK = "tl-net"
+# What the tenant's namespace may open on its guests: ping and the guest agent.
+TENANT_INGRESS = ({"protocol": "icmp"},
+                  {"protocol": "tcp", "port_range_min": 8950, "port_range_max": 8950})
 SUBNET = "tl-subnet"
 WSGI_APPS = {  # service: (WSGI application, environment variable naming its config dir)
     "keystone": ("keystone.wsgi.api:application", "OS_KEYSTONE_CONFIG_DIR"),
@@ -52,6 +60,7 @@ class Report:
 
     services: dict[str, dict] = field(default_factory=dict)
     steps: dict[str, float] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
     virt_type: str = ""
     virt_type_reason: str = ""
 
@@ -83,31 +92,36 @@ class Cloud:
         return env
 
     def run(self, name: str, argv: Sequence[str], timeout: float = 600) -> str:
-        """Run a set-up command; CloudError with its output when it fails."""
-        with open(self.paths.log / f"setup-{name}.log", "ab") as log:
-            log.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
+        """Run a set-up command; CloudError with its output when it fails.
+
+        Its command line and output go to log/setup-<name>.log, passwords masked.
+        """
         try:
             result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
                                     env=self._env(), check=False)
         except subprocess.TimeoutExpired:
             raise CloudError(f"{name}: {argv[0]} did not finish in {timeout:.0f} s") from None
+        output = self._mask(result.stdout + result.stderr)
         with open(self.paths.log / f"setup-{name}.log", "a") as log:
-            log.write(result.stdout + result.stderr)
+            log.write(f"--- {time.strftime('%H:%M:%S')} {self._mask(' '.join(argv))}\n{output}")
         if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
+            tail = "\n".join(output.splitlines()[-20:])
             raise CloudError(f"{name}: {' '.join(argv[:3])} failed ({result.returncode})\n{tail}")
         return result.stdout
 
+    def _mask(self, text: str) -> str:
+        for secret in self.state.passwords.values():
+            text = text.replace(secret, "***")
+        return text
+
     def once(self, step: str, action: Callable[[], object]) -> None:
-        """Run ``action`` unless a previous run completed ``step``; time it."""
+        """Run ``action`` unless a previous run completed ``step``."""
         marker = self.paths.data / "steps" / step
         if marker.exists():
             return
-        started = time.monotonic()
         action()
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
-        self.report.steps[step] = round(time.monotonic() - started, 2)
 
     def start(self, service: Service, check: Callable[[], bool], timeout: float = HTTP_TIMEOUT_S,
               port: int | None = None) -> None:
@@ -125,30 +139,37 @@ class Cloud:
     def up(self) -> Report:
         started = time.monotonic()
         self._check_tools()
-        self.once("databases", self._create_databases)
-        self._rabbit_vhost()
+        self.phase("databases", lambda: self.once("databases", self._create_databases))
+        self.phase("rabbitmq", lambda: self.once("rabbitmq", self._rabbit_vhost))
         choice = hypervisor.choose_virt_type(self.paths.data)
         self.report.virt_type, self.report.virt_type_reason = choice.virt_type, choice.reason
-        self._write_configs(choice)
-        self._keystone()
-        self._wsgi_service("glance", [self.paths.bin("glance-manage"), "--config-file",
-                                      str(self._conf("glance", "glance-api.conf")), "db_sync"])
-        self._wsgi_service("placement", [self.paths.bin("placement-manage"), "--config-file",
-                                         str(self._conf("placement", "placement.conf")),
-                                         "db", "sync"])
-        self._nova_control()
-        self._neutron()
-        self._ttp()
-        network.create()
+        self.phase("configs", lambda: self._write_configs(choice))
+        self.phase("keystone", self._keystone)
+        self.phase("glance", lambda: self._wsgi_service("glance", [
+            self.paths.bin("glance-manage"), "--config-file",
+            str(self._conf("glance", "glance-api.conf")), "db_sync"]))
+        self.phase("placement", lambda: self._wsgi_service("placement", [
+            self.paths.bin("placement-manage"), "--config-file",
+            str(self._conf("placement", "placement.conf")), "db", "sync"]))
+        self.phase("nova", self._nova_control)
+        self.phase("neutron", self._neutron)
+        self.phase("ttp", self._ttp)
+        self.phase("tenant_network", network.create)
         for host in self.hosts:
-            self._compute_host(host)
+            self.phase(host.name, lambda host=host: self._compute_host(host))
         try:
-            self._cloud_objects()
+            self.phase("cloud_objects", self._cloud_objects)
         except Exception as exc:  # openstacksdk's errors: name the step, keep the reason
             raise CloudError(f"creating the cloud's objects failed: "
                              f"{type(exc).__name__}: {exc}") from exc
         self.report.steps["bring_up_total"] = round(time.monotonic() - started, 2)
         return self.report
+
+    def phase(self, name: str, action: Callable[[], object]) -> None:
+        """Run one phase of the bring-up and record how long it took."""
+        started = time.monotonic()
+        action()
+        self.report.phases[name] = round(time.monotonic() - started, 2)
 
     def _check_tools(self) -> None:
         missing = [tool for tool in ("libvirtd", "virtlogd", "virsh", "qemu-system-x86_64",
@@ -278,7 +299,8 @@ class Cloud:
                            env=self._env(OS_KEYSTONE_CONFIG_DIR=str(conf_dir)))
         self.start(gunicorn, http_answers(url), port=self.state.ports["keystone"])
         identity.write_clouds_yaml(self.paths.clouds_yaml, self.state)
-        identity.ensure_catalog(self.connection(), self.state)
+        self.once("keystone-catalog",
+                  lambda: identity.ensure_catalog(self.connection(), self.state))
 
     def _nova_control(self) -> None:
         conf = str(self._conf("nova", "nova.conf"))
@@ -288,9 +310,8 @@ class Cloud:
             self.run("nova", [*manage, "api_db", "sync"])
             self.run("nova", [*manage, "cell_v2", "map_cell0", "--database_connection",
                               configs.database_url("nova_cell0")])
-            self.run("nova", [*manage, "cell_v2", "create_cell", "--name", "cell1",
-                              "--database_connection", configs.database_url("nova_cell1"),
-                              "--transport-url", configs._transport_url(self.state)])
+            # cell1 takes nova.conf's database and transport URL (no password on a command line)
+            self.run("nova", [*manage, "cell_v2", "create_cell", "--name", "cell1"])
             self.run("nova", [*manage, "db", "sync"])
         self.once("nova-db", setup)
         conf_dir = self._conf("nova", "")
@@ -406,8 +427,9 @@ class Cloud:
         names = {host.name for host in self.hosts}
         wait_until("nova hypervisors", lambda: names <= {
             h.name for h in conn.compute.hypervisors()}, COMPUTE_TIMEOUT_S)
-        self.run("nova", [self.paths.bin("nova-manage"), "--config-file",
-                          str(self._conf("nova", "nova.conf")), "cell_v2", "discover_hosts"])
+        if any(self.report.services[f"nova-compute-{h.name}"]["started"] for h in self.hosts):
+            self.run("nova", [self.paths.bin("nova-manage"), "--config-file",
+                              str(self._conf("nova", "nova.conf")), "cell_v2", "discover_hosts"])
         for profile in PROFILES:
             aggregate = conn.compute.find_aggregate(f"sp-{profile}") or \
                 conn.compute.create_aggregate(name=f"sp-{profile}")
@@ -426,6 +448,7 @@ class Cloud:
             probe = hypervisor.probe_image(self.paths.data / "tiny.img")
             conn.create_image(TINY_IMAGE, filename=str(probe), disk_format="raw",
                               container_format="bare", visibility="public", wait=True)
+        self._tenant_security_group()
         net = conn.network.find_network(NETWORK) or conn.network.create_network(
             name=NETWORK, shared=True, provider_network_type="flat",
             provider_physical_network=configs.PHYSNET)
@@ -435,6 +458,20 @@ class Cloud:
                 name=SUBNET, network_id=net.id, ip_version=4, cidr=network.TENANT_CIDR,
                 gateway_ip=network.GATEWAY, enable_dhcp=False,
                 allocation_pools=[{"start": start, "end": end}])
+
+    def _tenant_security_group(self) -> None:
+        """The demo project's default group lets the tenant's namespace reach its guests."""
+        demo = self.connection(identity.DEMO_CLOUD)
+        group = next(iter(demo.network.security_groups(name="default",
+                                                       project_id=demo.current_project_id)))
+        existing = {(rule.protocol, rule.port_range_min) for rule in
+                    demo.network.security_group_rules(security_group_id=group.id,
+                                                      direction="ingress")}
+        for rule in TENANT_INGRESS:
+            if (rule["protocol"], rule.get("port_range_min")) not in existing:
+                demo.network.create_security_group_rule(
+                    security_group_id=group.id, direction="ingress", ethertype="IPv4",
+                    remote_ip_prefix=network.TENANT_CIDR, **rule)
 
     # -- tear-down --------------------------------------------------------------------
     def down(self) -> list[str]:
