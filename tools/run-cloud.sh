@@ -2,6 +2,7 @@
 # A real single-region OpenStack on this machine (see doc/real-cloud.md):
 #   tools/run-cloud.sh [--json]          bring it up (idempotent: reuses what runs)
 #   tools/run-cloud.sh --down [--json]   stop everything it started
+#   tools/run-cloud.sh --down --purge    ... and drop its databases and state
 # Installs the services' pinned release into .cloud-venv on the first run.
 set -euo pipefail
 cd "$(dirname "$0")/.."

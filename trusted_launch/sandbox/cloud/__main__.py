@@ -16,16 +16,23 @@ from trusted_launch.sandbox.cloud.processes import CloudError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="run-cloud.sh", description=__doc__)
     parser.add_argument("--down", action="store_true", help="stop everything the run started")
+    parser.add_argument("--purge", action="store_true",
+                        help="with --down: also drop the databases, the RabbitMQ vhost and the "
+                             "cloud's state (the next run starts from nothing; logs stay)")
     parser.add_argument("--json", action="store_true", help="print the bring-up report as JSON")
     parser.add_argument("--root", type=pathlib.Path, default=REPO / ".cloud",
                         help="the cloud's directory (default .cloud in the repository)")
     parser.add_argument("--venv", type=pathlib.Path, default=pathlib.Path(sys.prefix),
                         help="virtualenv holding the OpenStack services")
     args = parser.parse_args(argv)
+    if args.purge and not args.down:
+        parser.error("--purge goes with --down")
     cloud = Cloud(CloudPaths(args.root, args.venv))
     try:
         if args.down:
             stopped = cloud.down()
+            if args.purge:
+                cloud.purge()
             print(json.dumps({"stopped": stopped}) if args.json else
                   f"stopped: {' '.join(stopped) or 'nothing was running'}")
             return 0

@@ -490,3 +490,31 @@ class Cloud:
             stopped.append(name)
         network.delete()
         return stopped
+
+    def purge(self) -> None:
+        """After :meth:`down`: drop the databases, the RabbitMQ vhost and user, the state.
+
+        The logs stay (in log/); the next bring-up starts from nothing.
+        """
+        import psycopg2
+        import pymysql
+
+        from trusted_launch.sandbox.databases import MYSQL_ADMIN, PG_ADMIN
+
+        with pymysql.connect(connect_timeout=5, autocommit=True, **MYSQL_ADMIN) as mysql, \
+                mysql.cursor() as cursor:
+            for name in MYSQL_DATABASES:
+                cursor.execute(f"DROP DATABASE IF EXISTS {configs.DB_PREFIX}{name}")
+        admin = psycopg2.connect(connect_timeout=5, **PG_ADMIN)
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {TTP_DATABASE} WITH (FORCE)")
+        admin.close()
+        for command in (["delete_vhost", configs.RABBIT_VHOST],
+                        ["delete_user", configs.RABBIT_USER]):
+            subprocess.run(["rabbitmqctl", "-q", *command], capture_output=True, check=False)
+        for path in (self.paths.etc, self.paths.data, self.paths.run, self.paths.state_file):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
