@@ -44,8 +44,8 @@ READY_MARKERS = ("trusted launch: this VM holds its launch nonce",
                  "trusted-launch-guest: error: cannot read the launch nonce")
 BUILD_RE = re.compile(r"\[instance: (?P<id>[0-9a-f-]{36})\] Took (?P<s>[0-9.]+) seconds to "
                       r"(?P<what>build instance|spawn the instance on the hypervisor)")
-STEPS_RE = re.compile(r"trusted launch checks passed \((?P<steps>[^)]*)\).*"
-                      r"\[instance: (?P<id>[0-9a-f-]{36})\]")
+STEPS_RE = re.compile(r"\[instance: (?P<id>[0-9a-f-]{36})\] trusted launch checks passed "
+                      r"\((?P<steps>[^)]*)\)")
 ANSWER_PROBE = """
 import sys, time
 from trusted_launch.client.challenge import verify_vm
