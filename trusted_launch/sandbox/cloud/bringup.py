@@ -106,7 +106,8 @@ class Cloud:
             log.write(f"--- {time.strftime('%H:%M:%S')} {self._mask(' '.join(argv))}\n{output}")
         if result.returncode != 0:
             tail = "\n".join(output.splitlines()[-20:])
-            raise CloudError(f"{name}: {' '.join(argv[:3])} failed ({result.returncode})\n{tail}")
+            command = self._mask(' '.join(argv[:3]))
+            raise CloudError(f"{name}: {command} failed ({result.returncode})\n{tail}")
         return result.stdout
 
     def _mask(self, text: str) -> str:
