@@ -41,12 +41,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run-cloud: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({**asdict(report), "clouds_yaml": str(cloud.paths.clouds_yaml),
+        print(json.dumps({**asdict(report), "install_s": _install_seconds(args.venv),
+                          "clouds_yaml": str(cloud.paths.clouds_yaml),
                           "log_dir": str(cloud.paths.log)}, indent=1))
     else:
         print(f"cloud up in {report.steps['bring_up_total']} s ({report.virt_type}); "
               f"OS_CLIENT_CONFIG_FILE={cloud.paths.clouds_yaml} OS_CLOUD=tl-demo")
     return 0
+
+
+def _install_seconds(venv: pathlib.Path) -> float | None:
+    """How long tools/run-cloud.sh took to install the venv (its stamp file holds it)."""
+    for stamp in venv.glob(".installed-*"):
+        try:
+            return float(stamp.read_text())
+        except ValueError:
+            return None
+    return None
 
 
 if __name__ == "__main__":
