@@ -36,8 +36,8 @@ PROFILES = ("low", "medium", "high")
 TTP_DATABASE = "tlcloud_ttp"
 MYSQL_DATABASES = ("keystone", "glance", "placement", "nova_api", "nova_cell0", "nova_cell1",
                    "neutron")
-HTTP_TIMEOUT_S = 120.0
-COMPUTE_TIMEOUT_S = 240.0
+HTTP_TIMEOUT_S = 300.0  # generous: the machine may be loaded
+COMPUTE_TIMEOUT_S = 600.0
 TINY_IMAGE = "tl-tiny"
 FLAVORS = {"tl.tiny": (1, 128, 1), "tl.small": (1, 1024, 3)}  # vcpus, MiB, GiB
 NETWORK = "tl-net"
