@@ -33,7 +33,8 @@ import subprocess
 import sys
 import time
 
-from trusted_launch.sandbox.cloud.scenarios import AGENT_PORT, Clients, CloudTarget
+from trusted_launch.sandbox.cloud.layout import REPO
+from trusted_launch.sandbox.cloud.scenarios import AGENT_PORT, Clients, CloudTarget, cloud_target
 
 LAUNCHES = int(os.environ.get("TRUSTED_LAUNCH_BENCH_CLOUD_LAUNCHES", "10"))
 KINDS = ("plain", "plain_config_drive", "trusted")
@@ -64,9 +65,13 @@ while time.time() < float(deadline):
 
 
 def _target() -> CloudTarget | None:
-    path = pathlib.Path(os.environ.get("TRUSTED_LAUNCH_CLOUD_TARGET",
-                                       ".cloud/etc/scenario-target.json"))
-    return CloudTarget.from_file(path) if path.is_file() else None
+    """$TRUSTED_LAUNCH_CLOUD_TARGET (a JSON file), else the cloud run-cloud.sh keeps in .cloud."""
+    if os.environ.get("TRUSTED_LAUNCH_CLOUD_TARGET"):
+        return CloudTarget.from_file(os.environ["TRUSTED_LAUNCH_CLOUD_TARGET"])
+    if not (REPO / ".cloud" / "state.json").is_file():
+        return None
+    return cloud_target(REPO / ".cloud",
+                        pathlib.Path(os.environ.get("TL_CLOUD_VENV", REPO / ".cloud-venv")))
 
 
 def _percentile(values: list[float], fraction: float) -> float | None:
@@ -180,8 +185,8 @@ def _compute_log_figures(target: CloudTarget, ids: dict[str, list[str]]) -> dict
 def run() -> dict:
     target = _target()
     if target is None:
-        return {"skipped": "no cloud: start it with tools/run-cloud.sh (scenario target file "
-                           "absent; set TRUSTED_LAUNCH_CLOUD_TARGET)"}
+        return {"skipped": "no cloud: start it with tools/run-cloud.sh (or name one with "
+                           "TRUSTED_LAUNCH_CLOUD_TARGET)"}
     bench = CloudBench(target)
     samples: dict[str, list[dict]] = {kind: [] for kind in KINDS}
     for index in range(LAUNCHES):
