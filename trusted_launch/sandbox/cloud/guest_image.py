@@ -83,8 +83,13 @@ set -u
 MOUNT={CONFIG_DRIVE_MOUNT}
 install -d -m 0700 /run/trusted-launch
 install -d -m 0700 "$MOUNT"
-udevadm settle --timeout=30 || true
-dev=$(blkid -l -o device -t LABEL=config-2 || blkid -l -o device -t LABEL=CONFIG-2 || true)
+# Wait until udev has handled every device (the cdrom appears once udev has loaded
+# ata_piix and sr_mod); a loaded host can make udevd answer slowly, so ask again.
+for attempt in $(seq 30); do
+    udevadm settle --timeout=10 && break
+done
+dev=$(blkid -c /dev/null -l -o device -t LABEL=config-2 ||
+      blkid -c /dev/null -l -o device -t LABEL=CONFIG-2 || true)
 if [ -z "$dev" ]; then
     echo "trusted-launch-setup: no config drive (no filesystem labelled config-2)"
 elif mountpoint -q "$MOUNT" || mount -o ro "$dev" "$MOUNT"; then
