@@ -306,6 +306,9 @@ class Scenarios:
             self.clients.delete(self.created)
             for image in self.images:
                 self.clients.openstack("image", "delete", image, admin=True, output=False)
+            if self._encrypted is not None:  # the tenant's local copy and its key
+                for path in self._encrypted[1:]:
+                    pathlib.Path(path).unlink(missing_ok=True)
 
     def _concurrent_launches(self) -> Launch | None:
         """The independent launches, at most PARALLEL_LAUNCHES at a time, in demo order."""
