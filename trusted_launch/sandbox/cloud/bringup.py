@@ -477,15 +477,17 @@ class Cloud:
     # -- tear-down --------------------------------------------------------------------
     def down(self) -> list[str]:
         """Destroy the guests, stop every process, remove the network; what was stopped."""
+        stopped = []
         for host in self.hosts:
             pid = self.table.pid(f"libvirtd-{host.name}")
             if pid is None:
                 continue
-            self.table.stop(f"nova-compute-{host.name}")
+            if self.table.alive(f"nova-compute-{host.name}"):  # before it sees guests vanish
+                self.table.stop(f"nova-compute-{host.name}")
+                stopped.append(f"nova-compute-{host.name}")
             for domain in hypervisor.virsh(pid, "list", "--all", "--name").stdout.split():
                 hypervisor.virsh(pid, "destroy", domain)
                 hypervisor.virsh(pid, "undefine", domain, "--nvram")
-        stopped = []
         for name in self.table.names():
             self.table.stop(name)
             stopped.append(name)
