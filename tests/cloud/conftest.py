@@ -55,21 +55,11 @@ def _why_not_here() -> str | None:
 
 
 def _qemu_cannot_run_a_guest() -> str | None:
-    from trusted_launch.sandbox.cloud.hypervisor import PROBE_MARKER, probe_image
+    from trusted_launch.sandbox.cloud.hypervisor import run_probe_guest
 
-    image = probe_image(pathlib.Path(f"/tmp/tl-cloud-probe-{os.getpid()}.img"))
-    try:
-        result = subprocess.run(
-            ["qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-m", "16", "-nodefaults",
-             "-display", "none", "-no-reboot", "-serial", "stdio", "-device",
-             "isa-debug-exit,iobase=0xf4,iosize=0x04", "-drive",
-             f"file={image},format=raw,if=ide"], capture_output=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        return "QEMU did not run a probe guest within 60 s"
-    finally:
-        image.unlink(missing_ok=True)
-    return None if PROBE_MARKER in result.stdout else \
-        f"QEMU cannot run a guest here: {result.stderr.decode(errors='replace')[-300:]}"
+    ran, output = run_probe_guest("tcg", pathlib.Path(f"/tmp/tl-cloud-probe-{os.getpid()}.img"),
+                                  timeout=60)
+    return None if ran else f"QEMU cannot run a probe guest here: {output[-300:]}"
 
 
 def _run_cloud(*args: str, timeout: float) -> subprocess.CompletedProcess:

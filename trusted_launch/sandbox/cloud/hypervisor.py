@@ -83,23 +83,31 @@ def choose_virt_type(work_dir: pathlib.Path) -> VirtChoice:
         return VirtChoice("qemu", "/dev/kvm exists but the CPU shows no vmx/svm flag (a nested "
                                   "KVM that cannot run a Linux guest); using QEMU's TCG with "
                                   "cpu model qemu64")
-    image = probe_image(work_dir / "kvm-probe.img")
-    command = ["qemu-system-x86_64", "-accel", "kvm", "-cpu", "qemu64", "-machine", "pc",
+    ran, output = run_probe_guest("kvm", work_dir / "kvm-probe.img")
+    if ran:
+        return VirtChoice("kvm", "a probe guest ran under KVM")
+    detail = output.strip().splitlines()
+    why = detail[0][:160] if detail else "no output"
+    return VirtChoice("qemu", f"/dev/kvm exists but a probe guest did not run under KVM "
+                              f"({why}); using QEMU's TCG with cpu model qemu64")
+
+
+def run_probe_guest(accel: str, image_path: pathlib.Path,
+                    timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, str]:
+    """(whether the probe guest printed its marker, QEMU's output) under ``accel``."""
+    image = probe_image(image_path)
+    command = ["qemu-system-x86_64", "-accel", accel, "-cpu", "qemu64", "-machine", "pc",
                "-m", "16", "-nodefaults", "-display", "none", "-no-reboot",
                "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
                "-drive", f"file={image},format=raw,if=ide"]
     try:
-        result = subprocess.run(command, capture_output=True, timeout=PROBE_TIMEOUT_S,
-                                check=False)
+        result = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
         output = result.stdout + result.stderr
     except subprocess.TimeoutExpired as exc:
         output = (exc.stdout or b"") + (exc.stderr or b"")
-    if PROBE_MARKER in output:
-        return VirtChoice("kvm", "a probe guest ran under KVM")
-    detail = output.decode(errors="replace").strip().splitlines()
-    why = detail[0][:160] if detail else "no output"
-    return VirtChoice("qemu", f"/dev/kvm exists but a probe guest did not run under KVM "
-                              f"({why}); using QEMU's TCG with cpu model qemu64")
+    finally:
+        image.unlink(missing_ok=True)
+    return PROBE_MARKER in output, output.decode(errors="replace")
 
 
 def _cpu_has_virtualization() -> bool:
