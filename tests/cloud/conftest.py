@@ -68,7 +68,7 @@ def _run_cloud(*args: str, timeout: float) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def cloud_report(tmp_path_factory):
+def cloud_report():
     """The JSON report of ``tools/run-cloud.sh --json`` (the cloud is up while it lives)."""
     reason = _why_not_here()
     if reason:
