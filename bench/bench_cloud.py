@@ -41,8 +41,10 @@ KINDS = ("plain", "plain_config_drive", "trusted")
 POLL_S = 0.1
 CONSOLE_POLL_S = 0.5
 TIMEOUT_S = 600
+# The image's status service prints one of these once the agent stage of boot is reached:
+# its status (trusted), or why there is none (no launch nonce, or no config drive at all).
 READY_MARKERS = ("trusted launch: this VM holds its launch nonce",
-                 "trusted-launch-guest: error: cannot read the launch nonce")
+                 "trusted-launch-guest: error: cannot read")
 BUILD_RE = re.compile(r"\[instance: (?P<id>[0-9a-f-]{36})\] Took (?P<s>[0-9.]+) seconds to "
                       r"(?P<what>build instance|spawn the instance on the hypervisor)")
 STEPS_RE = re.compile(r"\[instance: (?P<id>[0-9a-f-]{36})\] trusted launch checks passed "
