@@ -204,9 +204,14 @@ class Clients:
         return json.loads(self.run([sys.executable, "-c", script, url], namespace=True))
 
     def delete(self, server_ids: list[str]) -> None:
-        if server_ids:
-            self.openstack("server", "delete", "--wait", *server_ids, admin=True,
-                           output=False, timeout=600)
+        """Delete these servers (those already gone are fine) and wait until they are."""
+        compute = self._admin().compute
+        for server_id in server_ids:
+            compute.delete_server(server_id, ignore_missing=True)
+        for server_id in server_ids:
+            server = compute.find_server(server_id, ignore_missing=True, all_projects=True)
+            if server is not None:
+                compute.wait_for_delete(server, wait=600)
 
 
 def _describe(argv: list[str]) -> str:
@@ -305,12 +310,19 @@ class Scenarios:
             first = self._concurrent_launches()
             self._on_accepted_server(first)
         finally:
+            self._clean_up()
+
+    def _clean_up(self) -> None:
+        """Delete what the run made; a failure here is reported, never masks the results."""
+        try:
             self.clients.delete(self.created)
             for image in self.images:
                 self.clients.openstack("image", "delete", image, admin=True, output=False)
-            if self._encrypted is not None:  # the tenant's local copy and its key
-                for path in self._encrypted[1:]:
-                    pathlib.Path(path).unlink(missing_ok=True)
+        except Exception as exc:  # reported; the results stand
+            print(f"scenarios: clean-up failed: {exc}", file=sys.stderr)
+        if self._encrypted is not None:  # the tenant's local copy and its key
+            for path in self._encrypted[1:]:
+                pathlib.Path(path).unlink(missing_ok=True)
 
     def _concurrent_launches(self) -> Launch | None:
         """The independent launches, at most PARALLEL_LAUNCHES at a time, in demo order."""
@@ -357,6 +369,8 @@ class Scenarios:
         hosts = {self.active(launch, started).host for launch in launches}
         result.steps_ms["to_active"] = _ms_since(started)
         self.clients.delete([launch.server_id for launch in launches])
+        for launch in launches:
+            self.created.remove(launch.server_id)
         if self.target.low_host in hosts:
             result.outcome = ACCEPTED
             result.reason = (f"the scheduler chose {self.target.low_host} (profile low) for "
