@@ -18,8 +18,13 @@ install_cloud_venv() {
     echo "run-cloud: installing the OpenStack services into $VENV" >&2
     [[ -x $VENV/bin/python ]] || "$PY" -m venv "$VENV"
     "$VENV/bin/pip" install -q -U pip wheel >/dev/null
-    "$VENV/bin/pip" install -q -r "$REQUIREMENTS" -e . >"$VENV/install.log" 2>&1 || {
+    "$VENV/bin/pip" install -q -r "$REQUIREMENTS" -e "$PWD" >"$VENV/install.log" 2>&1 || {
         tail -20 "$VENV/install.log" >&2; echo "run-cloud: pip install failed" >&2; exit 1; }
+    local installed
+    installed=$(cd / && "$VENV/bin/python" -c 'import trusted_launch; print(trusted_launch.__file__)' 2>/dev/null)
+    if [[ $installed != "$PWD/trusted_launch/"* ]]; then
+        echo "run-cloud: $VENV imports trusted_launch from $installed, not from $PWD" >&2; exit 1
+    fi
     # nova-compute imports nova.virt.<compute_driver>: put the driver's shim there.
     local nova_virt
     nova_virt=$("$VENV/bin/python" -c 'import nova.virt, os; print(os.path.dirname(nova.virt.__file__))')
