@@ -111,7 +111,7 @@ def test_plain_launch_unchanged(results):
 
 def test_receipt_on_the_config_drive_checked_by_the_guest(results, cloud_target):
     result = outcome(results, "receipt_on_config_drive", ACCEPTED)
-    assert f"on host {cloud_target.high_host}, signature ok" in result.reason
+    assert f"receipt trusted for profile high on host {cloud_target.high_host}" in result.reason
     assert "bound to N: True" in result.reason
 
 
