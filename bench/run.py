@@ -21,7 +21,7 @@ import traceback
 HERE = pathlib.Path(__file__).resolve().parent
 MODULES = ("bench_eventlog", "bench_ima", "bench_tpm2", "bench_digest", "bench_filter",
            "bench_tpm", "bench_protocol", "bench_ttp", "bench_host_monitor",
-           "bench_encrypted_image", "bench_access", "bench_rpc", "bench_fleet")
+           "bench_encrypted_image", "bench_access", "bench_rpc", "bench_fleet", "bench_cloud")
 REQUIRED = ("launch_added_ms_p50", "launch_added_ms_p95", "plain_launch_ms_p50",
             "tpm_commands_per_launch", "ttp_verify_per_s_core", "ttp_https_per_s",
             "ttp_https_p95_ms", "filter_ns_per_host", "aggregate_extra_specs_ns_per_host",
@@ -104,6 +104,14 @@ COMPARISONS = (
     ("rpc_ttp_round_trip_ms_p50", "https_ttp_round_trip_ms_p50",
      "the TTP step over HTTPS, same launches", None),
     ("tpm_certify_ms", "baseline_tpm_get_random_ms", "TPM2_GetRandom round trip", None),
+    ("cloud_trusted_active_ms_p50", "cloud_plain_config_drive_active_ms_p50",
+     "plain launch with a config drive, real cloud, real guest (like for like)",
+     "<= +100 ms"),
+    ("cloud_trusted_added_active_ms_p50", "cloud_trusted_answer_ms_p50",
+     "time until the real guest answers the tenant (p50)", "<= 0.02x"),
+    ("cloud_protocol_in_spawn_ms_p50", lambda r: _scale(r.get("cloud_trusted_spawn_s_p50"),
+                                                        1000.0),
+     "Nova's spawn of the same trusted launches (ms, p50)", None),
     ("tpm_ecdh_zgen_prestarted_ms", "baseline_software_ecdh_ms", "ECDH in software", None),
 )
 
@@ -204,7 +212,7 @@ def text_report(report: dict) -> str:
         lines.append(f"{figure:36s} {_fmt(value):>12s} | {_fmt(base):>10s} {what} | {ratio}"
                      + (f" | target {target}" if target else ""))
     for key in ("nova_launch_added_ms_p50", "concurrent_20_ok", "discrete_tpm_estimate_ms",
-                "fleet_sustained", "fleet_failures", "fleet_cpu_cores"):
+                "fleet_sustained", "fleet_failures", "fleet_cpu_cores", "cloud_virt_type"):
         lines.append(f"{key:36s} {_fmt(report.get(key))}")
     rule = sizing(report)
     if rule:

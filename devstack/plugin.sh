@@ -50,41 +50,26 @@ function configure_trusted_launch_ttp {
     [[ -e $cert ]] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
         -days 365 -subj "/CN=$SERVICE_HOST" -addext "subjectAltName=IP:$SERVICE_HOST" \
         -keyout "$key" -out "$cert"
-    iniset "$TL_TTP_CONF" api bind_host "$SERVICE_HOST"
-    iniset "$TL_TTP_CONF" api bind_port "$TRUSTED_LAUNCH_TTP_PORT"
-    iniset "$TL_TTP_CONF" api cert_file "$cert"
-    iniset "$TL_TTP_CONF" api key_file "$key"
-    iniset "$TL_TTP_CONF" database connection \
-        "sqlite:///$TRUSTED_LAUNCH_DATA_DIR/ttp.sqlite"
-    iniset "$TL_TTP_CONF" key_store key_dir "$TRUSTED_LAUNCH_DATA_DIR/keys"
-    iniset "$TL_TTP_CONF" key_store attestation_ca_cert "$TRUSTED_LAUNCH_DATA_DIR/ak-ca.pem"
-    iniset "$TL_TTP_CONF" key_store attestation_ca_key "$TRUSTED_LAUNCH_DATA_DIR/ak-ca.key"
-    iniset "$TL_TTP_CONF" enrollment ek_ca_files \
-        "/var/lib/swtpm-localca/issuercert.pem,/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem"
-    iniset "$TL_TTP_CONF" attestation profile_dir "$TRUSTED_LAUNCH_DIR/examples/profiles"
+    # The same code writes ttp.conf here and in tools/run-cloud.sh.
+    trusted-launch configure ttp --config-file "$TL_TTP_CONF" \
+        --bind-host "$SERVICE_HOST" --bind-port "$TRUSTED_LAUNCH_TTP_PORT" \
+        --cert-file "$cert" --key-file "$key" \
+        --database-url "sqlite:///$TRUSTED_LAUNCH_DATA_DIR/ttp.sqlite" \
+        --data-dir "$TRUSTED_LAUNCH_DATA_DIR" \
+        --ek-ca-files "/var/lib/swtpm-localca/issuercert.pem,/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem" \
+        --profile-dir "$TRUSTED_LAUNCH_DIR/examples/profiles"
     trusted-launch-ttp-manage --config-file "$TL_TTP_CONF" db sync
 }
 
 function configure_trusted_launch_nova {
-    local filters
-    filters=$(iniget "$NOVA_CONF" filter_scheduler enabled_filters)
-    iniset "$NOVA_CONF" filter_scheduler enabled_filters "${filters:+$filters,}SecurityProfileFilter"
-    iniadd "$NOVA_CONF" filter_scheduler available_filters \
-        trusted_launch.scheduler.security_profile_filter.SecurityProfileFilter
-    iniset "$NOVA_CPU_CONF" DEFAULT compute_driver trusted_launch.driver.TrustedLibvirtDriver
-    iniset "$NOVA_CPU_CONF" DEFAULT force_config_drive False
-    # Encrypted images stay qcow2 ciphertext in _base (never converted to raw).
-    iniset "$NOVA_CPU_CONF" DEFAULT force_raw_images False
-    local conf
-    for conf in "$NOVA_CONF" "$NOVA_CPU_CONF"; do
-        iniset "$conf" trusted_launch security_profiles "$TRUSTED_LAUNCH_PROFILES"
-        iniset "$conf" trusted_launch tcti "$(_trusted_launch_tcti)"
-        iniset "$conf" trusted_launch allowed_ttp_urls "$TL_TTP_URL"
-        iniset "$conf" trusted_launch ttp_ca_file "$TRUSTED_LAUNCH_CONF_DIR/ttp-cert.pem"
-        iniset "$conf" trusted_launch event_log_path "$TRUSTED_LAUNCH_EVENT_LOG"
-        iniset "$conf" trusted_launch host_security_profile "$TRUSTED_LAUNCH_HOST_PROFILE"
-        iniset "$conf" trusted_launch ak_certificate_file "$TRUSTED_LAUNCH_CONF_DIR/ak-cert.pem"
-    done
+    # The same code edits nova.conf here and in tools/run-cloud.sh.
+    local shared=(--profiles "$TRUSTED_LAUNCH_PROFILES" --ttp-url "$TL_TTP_URL"
+                  --ttp-ca-file "$TRUSTED_LAUNCH_CONF_DIR/ttp-cert.pem")
+    trusted-launch configure nova-scheduler --config-file "$NOVA_CONF" "${shared[@]}"
+    trusted-launch configure nova-compute --config-file "$NOVA_CPU_CONF" "${shared[@]}" \
+        --tcti "$(_trusted_launch_tcti)" --event-log "$TRUSTED_LAUNCH_EVENT_LOG" \
+        --host-profile "$TRUSTED_LAUNCH_HOST_PROFILE" \
+        --ak-certificate-file "$TRUSTED_LAUNCH_CONF_DIR/ak-cert.pem"
 }
 
 function enroll_trusted_launch_host {

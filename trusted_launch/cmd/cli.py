@@ -14,7 +14,7 @@ import sys
 from trusted_launch.cmd.help_text import describe_subcommands
 
 _COMMAND_MODULES = ("eventlog", "ima", "quote", "token", "verify", "receipt", "demo", "host",
-                    "image")
+                    "image", "configure")
 
 
 class CommandError(Exception):

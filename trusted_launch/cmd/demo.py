@@ -26,7 +26,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="security-profile documents low/medium/high.yaml for the TTP")
     demo.add_argument("--no-nova", action="store_true",
                       help="skip the stage that runs the scenarios inside real Nova")
+    demo.add_argument("--cloud", nargs="?", metavar="TARGET_JSON", const="",
+                      help="instead, run the scenarios on the real cloud that "
+                           "tools/run-cloud.sh started (in .cloud, services in "
+                           "$TL_CLOUD_VENV or .cloud-venv), through the openstack CLI, on "
+                           "real guests; TARGET_JSON describes another cloud")
     demo.set_defaults(func=demo_command)
+
+
+def _cloud_target(path: str):
+    from trusted_launch.sandbox.cloud.layout import REPO
+    from trusted_launch.sandbox.cloud.scenarios import CloudTarget, cloud_target
+
+    if path:
+        return CloudTarget.from_file(path)
+    venv = pathlib.Path(os.environ.get("TL_CLOUD_VENV", REPO / ".cloud-venv"))
+    return cloud_target(REPO / ".cloud", venv)
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -35,10 +50,15 @@ def demo_command(args: argparse.Namespace) -> int:
 
     echo = None if args.json else print
     recorder = Recorder(echo=echo)
-    evidence_stage.run(recorder, args.data_dir / "eventlogs")
-    protocol_stage.run(recorder, args.data_dir, args.profiles_dir)
-    if not args.no_nova:
-        nova_stage.run(recorder, args.data_dir)
+    if args.cloud is not None:
+        from trusted_launch.sandbox.cloud.scenarios import run_scenarios
+
+        run_scenarios(_cloud_target(args.cloud), recorder)
+    else:
+        evidence_stage.run(recorder, args.data_dir / "eventlogs")
+        protocol_stage.run(recorder, args.data_dir, args.profiles_dir)
+        if not args.no_nova:
+            nova_stage.run(recorder, args.data_dir)
     if args.json:
         json.dump({"scenarios": [r.to_json() for r in recorder.results],
                    "all_as_expected": recorder.all_as_expected}, sys.stdout, indent=2)

@@ -19,6 +19,11 @@ from trusted_launch.guest.identity import (
     ttp_url_from_meta_data,
 )
 from trusted_launch.guest.mutual import MutualAuthenticator
+from trusted_launch.guest.network_config import (
+    NetworkDataError,
+    configure_network,
+    default_network_data,
+)
 from trusted_launch.guest.receipt_status import (
     RECEIPT_FILE,
     RECEIPT_KEY_FILE,
@@ -31,6 +36,7 @@ from trusted_launch.guest.receipt_status import (
 )
 
 DEFAULT_LISTEN = "0.0.0.0:8950"
+NEEDS_DHCP = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--authorized-keys", metavar="PATH",
                         help="authorized_keys file that mutually authenticated tenants may "
                         "add SSH keys to (default: disabled)")
+    parser.add_argument("--configure-network", metavar="DIR",
+                        help="set the static addresses, routes and MTUs of the config "
+                        "drive's network_data.json now (iproute2), write systemd-networkd "
+                        "files for it and a DHCP fallback into DIR, and exit: 0 when no "
+                        f"interface needs DHCP, {NEEDS_DHCP} when networkd should run")
     return parser
 
 
@@ -111,9 +122,25 @@ def status_text(identity: GuestIdentity, receipt: ReceiptStatus | None = None) -
         *_receipt_lines(receipt), json.dumps(document)])
 
 
+def network_config_command(directory: str) -> int:
+    """``--configure-network``: static addresses from the config drive now, else DHCP."""
+    source = default_network_data()
+    try:
+        needs_dhcp = configure_network(directory, source)
+    except (NetworkDataError, OSError) as exc:
+        print(f"trusted-launch-guest: error: network_data.json: {exc}; "
+              "falling back to DHCP", file=sys.stderr)
+        return NEEDS_DHCP
+    print(f"trusted-launch-guest: network from {source or 'DHCP (no network_data.json)'}"
+          + ("; DHCP needed" if needs_dhcp else "; static addresses set"))
+    return NEEDS_DHCP if needs_dhcp else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.configure_network:
+        return network_config_command(args.configure_network)
     try:
         identity = identity_from_args(args)
         receipt = receipt_status_from_args(args, identity)

@@ -126,7 +126,9 @@ class _NeedsCloud:
     """Stands for a command that needs credentials when asking OSC to authenticate."""
 
     auth_required = True
-    required_scope = True
+    # osc-lib checks a "required scope" before it has fetched a token and then fails with
+    # "no authentication information"; OSC's own commands do not ask for it either.
+    required_scope = False
     cmd_name = "trusted (cloud lookup)"
 
 

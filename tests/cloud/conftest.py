@@ -1,0 +1,110 @@
+"""The real cloud of tools/run-cloud.sh, brought up once per test session.
+
+Skipped, saying why, when this machine cannot run it: no root, no QEMU/libvirt,
+no network namespaces, or the database/message servers are absent;
+``TL_CLOUD_TESTS=0`` skips it on purpose.  ``TL_CLOUD_KEEP=1`` leaves the cloud
+running afterwards (a developer's second run then reuses it in about two
+minutes).  The logs stay in .cloud/log after the tear-down; on a failed
+bring-up the error names the service and shows the tail of its log.
+Under pytest-xdist each worker brings the cloud up under one file lock and
+none tears it down (tools/run-tests.sh runs tests/cloud serially instead).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from trusted_launch.sandbox.cloud.bringup import Cloud
+from trusted_launch.sandbox.cloud.layout import REPO, CloudPaths
+
+RUN_CLOUD = REPO / "tools" / "run-cloud.sh"
+BRING_UP_TIMEOUT_S = 45 * 60  # a fresh machine installs the services first
+TEAR_DOWN_TIMEOUT_S = 5 * 60
+SERVERS = {"MariaDB": 3306, "PostgreSQL": 5432, "RabbitMQ": 5672}
+
+
+def _why_not_here() -> str | None:
+    """The reason this machine cannot run the cloud, or None."""
+    if os.environ.get("TL_CLOUD_TESTS") == "0":
+        return "TL_CLOUD_TESTS=0"
+    if os.geteuid() != 0:
+        return "the cloud needs root (namespaces, libvirtd, macvtap)"
+    for tool in ("libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", "unshare", "nsenter",
+                 "swtpm", "rabbitmqctl"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (bindep.txt)"
+    for name, port in SERVERS.items():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError:
+            return f"{name} is not listening on 127.0.0.1:{port}"
+    probe = f"tl-probe-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"network namespaces do not work here: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "delete", probe], capture_output=True)
+    return _qemu_cannot_run_a_guest()
+
+
+def _qemu_cannot_run_a_guest() -> str | None:
+    from trusted_launch.sandbox.cloud.hypervisor import run_probe_guest
+
+    ran, output = run_probe_guest("tcg", pathlib.Path(f"/tmp/tl-cloud-probe-{os.getpid()}.img"),
+                                  timeout=60)
+    return None if ran else f"QEMU cannot run a probe guest here: {output[-300:]}"
+
+
+def _run_cloud(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([str(RUN_CLOUD), *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def cloud_report():
+    """The JSON report of ``tools/run-cloud.sh --json`` (the cloud is up while it lives)."""
+    reason = _why_not_here()
+    if reason:
+        pytest.skip(f"no real cloud on this machine: {reason}")
+    under_xdist = "PYTEST_XDIST_WORKER" in os.environ
+    lock_path = REPO / ".cloud-bring-up.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = _run_cloud("--json", timeout=BRING_UP_TIMEOUT_S)
+    if result.returncode != 0:
+        pytest.fail(f"tools/run-cloud.sh failed (logs kept in {REPO / '.cloud' / 'log'}):\n"
+                    f"{result.stderr[-4000:]}", pytrace=False)
+    yield json.loads(result.stdout)
+    if under_xdist or os.environ.get("TL_CLOUD_KEEP") == "1":
+        return
+    down = _run_cloud("--down", "--json", timeout=TEAR_DOWN_TIMEOUT_S)
+    assert down.returncode == 0, f"tools/run-cloud.sh --down failed:\n{down.stderr[-3000:]}"
+    _assert_nothing_left()
+
+
+def _assert_nothing_left() -> None:
+    """After --down: no process of the cloud, no tenant namespace, no guest's QEMU."""
+    from trusted_launch.sandbox.cloud import network
+    from trusted_launch.sandbox.cloud.processes import ProcessTable
+
+    root = REPO / ".cloud"
+    table = ProcessTable(root / "run", root / "log")
+    assert table.names() == [], f"pid files left: {table.names()}"
+    assert not network.namespace_exists(), f"namespace {network.NAMESPACE} left"
+    qemu = subprocess.run(["pgrep", "-af", f"qemu-system.*{root}"], capture_output=True,
+                          text=True).stdout
+    assert not qemu.strip(), f"guests left running:\n{qemu}"
+
+
+@pytest.fixture(scope="session")
+def cloud(cloud_report) -> Cloud:
+    """The running cloud: its paths, ports, passwords and an openstacksdk connection."""
+    venv = pathlib.Path(os.environ.get("TL_CLOUD_VENV", REPO / ".cloud-venv"))
+    return Cloud(CloudPaths(REPO / ".cloud", venv))

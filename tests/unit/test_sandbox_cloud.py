@@ -1,0 +1,93 @@
+"""The cloud bring-up's own machinery, on real processes (no cloud needed)."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from trusted_launch.sandbox.cloud.bringup import Cloud
+from trusted_launch.sandbox.cloud.hypervisor import VirtChoice, probe_image, run_probe_guest
+from trusted_launch.sandbox.cloud.layout import CloudPaths, CloudState
+from trusted_launch.sandbox.cloud.processes import CloudError, ProcessTable, Service
+from trusted_launch.sandbox.cloud.readiness import wait_until
+
+
+def test_state_is_chosen_once_and_private(tmp_path):
+    path = tmp_path / "state.json"
+    first = CloudState.load_or_create(path)
+    second = CloudState.load_or_create(path)
+    assert first == second
+    assert len(set(first.ports.values())) == len(first.ports)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert first.url("ttp").startswith("https://127.0.0.1:")
+
+
+def test_a_running_service_is_reused_and_its_whole_group_stopped(tmp_path):
+    table = ProcessTable(tmp_path / "run", tmp_path / "log")
+    service = Service("sleeper", ["sh", "-c", "sleep 300 & sleep 300"])
+    pid, started = table.start(service)
+    assert started
+    assert table.start(service) == (pid, False)
+    table.stop("sleeper")
+    assert table.pid("sleeper") is None
+    left = subprocess.run(["ps", "-o", "pid=,stat=", "-g", str(pid)], capture_output=True,
+                          text=True).stdout.splitlines()
+    alive = [line for line in left if not line.split()[1].startswith("Z")]  # Z: not reaped yet
+    assert not alive, f"processes of the group left: {alive}"
+
+
+def test_a_service_that_exits_is_named_with_its_log_tail(tmp_path):
+    table = ProcessTable(tmp_path / "run", tmp_path / "log")
+    table.start(Service("broken", ["sh", "-c", "echo cannot bind port; exit 3"]))
+    with pytest.raises(CloudError) as error:
+        wait_until("broken", lambda: False, 30, table)
+    assert str(error.value).startswith("broken exited")
+    assert "cannot bind port" in str(error.value)
+
+
+def test_a_service_that_never_answers_times_out_naming_it(tmp_path):
+    with pytest.raises(CloudError, match=r"^keystone not ready after 1 s OSError: refused"):
+        wait_until("keystone", _refuse, 1)
+
+
+def _refuse() -> bool:
+    raise OSError("refused")
+
+
+def test_setup_commands_log_with_passwords_masked(tmp_path):
+    cloud = Cloud(CloudPaths(tmp_path / "cloud", tmp_path / "venv"))
+    secret = cloud.state.passwords["rabbit"]
+    cloud.run("demo", [sys.executable, "-c", f"print('url rabbit://u:{secret}@h')"])
+    log = (cloud.paths.log / "setup-demo.log").read_text()
+    assert secret not in log
+    assert "rabbit://u:***@h" in log
+    with pytest.raises(CloudError, match=r"demo: .* failed \(2\)") as error:
+        cloud.run("demo", [sys.executable, "-c", f"import sys; print('{secret}'); sys.exit(2)"])
+    assert secret not in str(error.value)
+
+
+def test_tcg_gets_a_cpu_model_and_both_types_the_pc_machine():
+    assert VirtChoice("qemu", "why").libvirt_options() == {
+        "virt_type": "qemu", "hw_machine_type": "x86_64=pc", "cpu_mode": "custom",
+        "cpu_models": "qemu64"}
+    assert VirtChoice("kvm", "why").libvirt_options() == {
+        "virt_type": "kvm", "hw_machine_type": "x86_64=pc"}
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="no QEMU installed")
+def test_the_probe_image_is_a_guest_that_runs_and_quits(tmp_path):
+    image = probe_image(tmp_path / "probe.img")
+    assert image.stat().st_size == 1024 * 1024
+    ran, output = run_probe_guest("tcg", tmp_path / "probe.img", timeout=120)
+    assert ran, output
+    assert not (tmp_path / "probe.img").exists()
+
+
+def test_a_probe_that_cannot_start_reports_why(tmp_path):
+    ran, output = run_probe_guest("no-such-accelerator", tmp_path / "probe.img", timeout=60)
+    assert not ran
+    assert "no-such-accelerator" in output

@@ -1,0 +1,64 @@
+"""``python -m trusted_launch.sandbox.cloud [--down] [--json]`` (what tools/run-cloud.sh runs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from dataclasses import asdict
+
+from trusted_launch.sandbox.cloud.bringup import Cloud
+from trusted_launch.sandbox.cloud.layout import REPO, CloudPaths
+from trusted_launch.sandbox.cloud.processes import CloudError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="run-cloud.sh", description=__doc__)
+    parser.add_argument("--down", action="store_true", help="stop everything the run started")
+    parser.add_argument("--purge", action="store_true",
+                        help="with --down: also drop the databases, the RabbitMQ vhost and the "
+                             "cloud's state (the next run starts from nothing; logs stay)")
+    parser.add_argument("--json", action="store_true", help="print the bring-up report as JSON")
+    parser.add_argument("--root", type=pathlib.Path, default=REPO / ".cloud",
+                        help="the cloud's directory (default .cloud in the repository)")
+    parser.add_argument("--venv", type=pathlib.Path, default=pathlib.Path(sys.prefix),
+                        help="virtualenv holding the OpenStack services")
+    args = parser.parse_args(argv)
+    if args.purge and not args.down:
+        parser.error("--purge goes with --down")
+    cloud = Cloud(CloudPaths(args.root, args.venv))
+    try:
+        if args.down:
+            stopped = cloud.down()
+            if args.purge:
+                cloud.purge()
+            print(json.dumps({"stopped": stopped}) if args.json else
+                  f"stopped: {' '.join(stopped) or 'nothing was running'}")
+            return 0
+        report = cloud.up()
+    except CloudError as exc:
+        print(f"run-cloud: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({**asdict(report), "install_s": _install_seconds(args.venv),
+                          "clouds_yaml": str(cloud.paths.clouds_yaml),
+                          "log_dir": str(cloud.paths.log)}, indent=1))
+    else:
+        print(f"cloud up in {report.steps['bring_up_total']} s ({report.virt_type}); "
+              f"OS_CLIENT_CONFIG_FILE={cloud.paths.clouds_yaml} OS_CLOUD=tl-demo")
+    return 0
+
+
+def _install_seconds(venv: pathlib.Path) -> float | None:
+    """How long tools/run-cloud.sh took to install the venv (its stamp file holds it)."""
+    for stamp in venv.glob(".installed-*"):
+        try:
+            return float(stamp.read_text())
+        except ValueError:
+            return None
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,523 @@
+"""Bring the cloud up (idempotently) and tear it down.
+
+Order: databases and the RabbitMQ vhost, keystone (then the catalog and
+clouds.yaml), glance, placement, nova's control services, neutron, the TTP,
+the tenant network's wire, then per compute host its swtpm (booted and
+enrolled), libvirtd, macvtap agent and nova-compute; last the cloud's
+objects (aggregates, flavors, image, provider network).  Every process is
+checked for readiness before the next step; a failure names the service and
+shows the tail of its log.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from trusted_launch.sandbox.cloud import configs, hypervisor, identity, network
+from trusted_launch.sandbox.cloud.compute_hosts import (
+    ComputeHost,
+    compute_hosts,
+    manufacture_once,
+    swtpm_service,
+)
+from trusted_launch.sandbox.cloud.layout import REPO, CloudPaths, CloudState
+from trusted_launch.sandbox.cloud.processes import CloudError, ProcessTable, Service
+from trusted_launch.sandbox.cloud.readiness import http_answers, tcp_listens, wait_until
+from trusted_launch.sandbox.pki import CertificateAuthority
+from trusted_launch.sandbox.swtpm import LocalCA, boot
+
+PROFILES = ("low", "medium", "high")
+TTP_DATABASE = "tlcloud_ttp"
+MYSQL_DATABASES = ("keystone", "glance", "placement", "nova_api", "nova_cell0", "nova_cell1",
+                   "neutron")
+HTTP_TIMEOUT_S = 300.0  # generous: the machine may be loaded
+COMPUTE_TIMEOUT_S = 600.0
+TINY_IMAGE = "tl-tiny"
+FLAVORS = {"tl.tiny": (1, 128, 1), "tl.small": (1, 1024, 3)}  # vcpus, MiB, GiB
+NETWORK = "tl-net"
+# What the tenant's namespace may open on its guests: ping and the guest agent.
+TENANT_INGRESS = ({"protocol": "icmp"},
+                  {"protocol": "tcp", "port_range_min": 8950, "port_range_max": 8950})
+SUBNET = "tl-subnet"
+WSGI_APPS = {  # service: (WSGI application, environment variable naming its config dir)
+    "keystone": ("keystone.wsgi.api:application", "OS_KEYSTONE_CONFIG_DIR"),
+    "glance": ("glance.wsgi.api:application", "OS_GLANCE_CONFIG_DIR"),
+    "placement": ("placement.wsgi.api:application", "OS_PLACEMENT_CONFIG_DIR"),
+    "nova": ("nova.wsgi.osapi_compute:application", "OS_NOVA_CONFIG_DIR"),
+    "neutron": ("neutron.wsgi.api:application", "OS_NEUTRON_CONFIG_DIR"),
+}
+
+
+@dataclass
+class Report:
+    """What ``--json`` prints: services, readiness times, virt type, durations."""
+
+    services: dict[str, dict] = field(default_factory=dict)
+    steps: dict[str, float] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+    virt_type: str = ""
+    virt_type_reason: str = ""
+
+    def service(self, name: str, seconds: float, started: bool, port: int | None = None,
+                ) -> None:
+        self.services[name] = {"ready_s": round(seconds, 2), "started": started,
+                               **({"port": port} if port else {})}
+
+
+class Cloud:
+    """One cloud under ``paths.root``."""
+
+    def __init__(self, paths: CloudPaths) -> None:
+        self.paths = paths
+        paths.make()
+        self.state = CloudState.load_or_create(paths.state_file)
+        self.table = ProcessTable(paths.run, paths.log)
+        self.report = Report()
+        self.hosts = compute_hosts({host: self.state.ports[f"swtpm-{host}"]
+                                    for host in ("tl-compute-high", "tl-compute-low")})
+
+    # -- helpers ----------------------------------------------------------------------
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PATH"] = f"{self.paths.venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+        env["OS_CLIENT_CONFIG_FILE"] = str(self.paths.clouds_yaml)
+        env.pop("PYTHONPATH", None)
+        env.update(extra)
+        return env
+
+    def run(self, name: str, argv: Sequence[str], timeout: float = 600) -> str:
+        """Run a set-up command; CloudError with its output when it fails.
+
+        Its command line and output go to log/setup-<name>.log, passwords masked.
+        """
+        try:
+            result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                                    env=self._env(), check=False)
+        except subprocess.TimeoutExpired:
+            raise CloudError(f"{name}: {argv[0]} did not finish in {timeout:.0f} s") from None
+        output = self._mask(result.stdout + result.stderr)
+        with open(self.paths.log / f"setup-{name}.log", "a") as log:
+            log.write(f"--- {time.strftime('%H:%M:%S')} {self._mask(' '.join(argv))}\n{output}")
+        if result.returncode != 0:
+            tail = "\n".join(output.splitlines()[-20:])
+            command = self._mask(' '.join(argv[:3]))
+            raise CloudError(f"{name}: {command} failed ({result.returncode})\n{tail}")
+        return result.stdout
+
+    def _mask(self, text: str) -> str:
+        for secret in self.state.passwords.values():
+            text = text.replace(secret, "***")
+        return text
+
+    def once(self, step: str, action: Callable[[], object]) -> None:
+        """Run ``action`` unless a previous run completed ``step``."""
+        marker = self.paths.data / "steps" / step
+        if marker.exists():
+            return
+        action()
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+
+    def start(self, service: Service, check: Callable[[], bool], timeout: float = HTTP_TIMEOUT_S,
+              port: int | None = None) -> None:
+        _, started = self.table.start(service)
+        seconds = wait_until(service.name, check, timeout, self.table)
+        self.report.service(service.name, seconds, started, port)
+
+    def connection(self, cloud: str = identity.ADMIN_CLOUD):
+        import openstack
+
+        os.environ["OS_CLIENT_CONFIG_FILE"] = str(self.paths.clouds_yaml)
+        return openstack.connect(cloud=cloud)
+
+    # -- bring-up ---------------------------------------------------------------------
+    def up(self) -> Report:
+        started = time.monotonic()
+        self._check_tools()
+        self.phase("databases", lambda: self.once("databases", self._create_databases))
+        self.phase("rabbitmq", lambda: self.once("rabbitmq", self._rabbit_vhost))
+        choice = hypervisor.choose_virt_type(self.paths.data)
+        self.report.virt_type, self.report.virt_type_reason = choice.virt_type, choice.reason
+        self.phase("configs", lambda: self._write_configs(choice))
+        self.phase("keystone", self._keystone)
+        self.phase("glance", lambda: self._wsgi_service("glance", [
+            self.paths.bin("glance-manage"), "--config-file",
+            str(self._conf("glance", "glance-api.conf")), "db_sync"]))
+        self.phase("placement", lambda: self._wsgi_service("placement", [
+            self.paths.bin("placement-manage"), "--config-file",
+            str(self._conf("placement", "placement.conf")), "db", "sync"]))
+        self.phase("nova", self._nova_control)
+        self.phase("neutron", self._neutron)
+        self.phase("ttp", self._ttp)
+        self.phase("tenant_network", network.create)
+        for host in self.hosts:
+            self.phase(host.name, lambda host=host: self._compute_host(host))
+        try:
+            self.phase("cloud_objects", self._cloud_objects)
+        except Exception as exc:  # openstacksdk's errors: name the step, keep the reason
+            raise CloudError(f"creating the cloud's objects failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        self.report.steps["bring_up_total"] = round(time.monotonic() - started, 2)
+        return self.report
+
+    def phase(self, name: str, action: Callable[[], object]) -> None:
+        """Run one phase of the bring-up and record how long it took."""
+        started = time.monotonic()
+        action()
+        self.report.phases[name] = round(time.monotonic() - started, 2)
+
+    def _check_tools(self) -> None:
+        missing = [tool for tool in ("libvirtd", "virtlogd", "virsh", "qemu-system-x86_64",
+                                     "swtpm", "swtpm_setup", "unshare", "nsenter", "ip",
+                                     "genisoimage", "rabbitmqctl")
+                   if shutil.which(tool) is None]
+        if not (self.paths.venv / "bin" / "nova-compute").exists():
+            missing.append(f"{self.paths.venv}/bin/nova-compute (tools/run-cloud.sh installs it)")
+        if missing:
+            raise CloudError(f"missing: {', '.join(missing)}")
+
+    def _create_databases(self) -> None:
+        import psycopg2
+        import pymysql
+
+        from trusted_launch.sandbox.databases import MYSQL_ADMIN, PG_ADMIN
+
+        with pymysql.connect(connect_timeout=5, autocommit=True, **MYSQL_ADMIN) as mysql, \
+                mysql.cursor() as cursor:
+            for name in MYSQL_DATABASES:
+                cursor.execute(f"CREATE DATABASE IF NOT EXISTS {configs.DB_PREFIX}{name} "
+                               "CHARACTER SET utf8mb4")
+        admin = psycopg2.connect(connect_timeout=5, **PG_ADMIN)
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (TTP_DATABASE,))
+            if cursor.fetchone() is None:
+                cursor.execute(f"CREATE DATABASE {TTP_DATABASE}")
+        admin.close()
+
+    def _rabbit_vhost(self) -> None:
+        vhost, user = configs.RABBIT_VHOST, configs.RABBIT_USER
+        if vhost not in subprocess.run(["rabbitmqctl", "-q", "list_vhosts"], capture_output=True,
+                                       text=True, check=False).stdout.split():
+            self.run("rabbitmq", ["rabbitmqctl", "-q", "add_vhost", vhost])
+        users = subprocess.run(["rabbitmqctl", "-q", "list_users"], capture_output=True,
+                               text=True, check=False).stdout
+        if user not in users.split():
+            # The password goes over rabbitmqctl's stdin, never onto a command line.
+            subprocess.run(["rabbitmqctl", "-q", "add_user", user], check=True,
+                           input=self.state.passwords["rabbit"] + "\n", text=True,
+                           capture_output=True)
+        self.run("rabbitmq", ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, user,
+                              ".*", ".*", ".*"])
+
+    def _conf(self, service: str, name: str) -> pathlib.Path:
+        return self.paths.etc / service / name
+
+    def _write_configs(self, choice: hypervisor.VirtChoice) -> None:
+        p, s = self.paths, self.state
+        configs.write_ini(self._conf("keystone", "keystone.conf"), configs.keystone(p, s))
+        configs.write_ini(self._conf("glance", "glance-api.conf"), configs.glance(p, s))
+        shutil.copy(p.venv / "etc" / "glance" / "glance-api-paste.ini", self._conf("glance", "."))
+        configs.write_ini(self._conf("placement", "placement.conf"), configs.placement(p, s))
+        configs.write_ini(self._conf("nova", "nova.conf"), configs.nova(p, s))
+        shutil.copy(p.venv / "etc" / "nova" / "api-paste.ini", self._conf("nova", "."))
+        configs.write_ini(self._conf("neutron", "neutron.conf"), configs.neutron(p, s))
+        configs.write_ini(self._conf("neutron", "plugins/ml2/ml2_conf.ini"), configs.ml2())
+        for host in self.hosts:
+            configs.write_ini(self._conf("neutron", f"macvtap-{host.name}.ini"),
+                              configs.macvtap_agent(host.name, network.HOST_INTERFACE))
+            configs.write_ini(self._conf("nova", f"nova-compute-{host.name}.conf"),
+                              configs.nova_compute(p, s, host.name, choice.libvirt_options()))
+        for service in WSGI_APPS:
+            self._write_gunicorn_conf(service)
+        self._configure_trusted_launch()
+
+    def _write_gunicorn_conf(self, service: str) -> None:
+        app, _ = WSGI_APPS[service]
+        self._conf(service, "gunicorn.conf.py").write_text(
+            f'wsgi_app = "{app}"\nbind = "127.0.0.1:{self.state.ports[service]}"\n'
+            'worker_class = "gthread"\nworkers = 1\nthreads = 8\ntimeout = 300\n')
+
+    def _ttp_ca(self) -> pathlib.Path:
+        return self.paths.etc / "ttp" / "ca.pem"
+
+    def _configure_trusted_launch(self) -> None:
+        """nova.conf's trusted-launch parts, by the command the DevStack plugin runs."""
+        shared = ["--profiles", ",".join(PROFILES), "--ttp-url", self.state.url("ttp"),
+                  "--ttp-ca-file", str(self._ttp_ca())]
+        tool = self.paths.bin("trusted-launch")
+        self.run("configure", [tool, "configure", "nova-scheduler", "--config-file",
+                               str(self._conf("nova", "nova.conf")), *shared])
+        for host in self.hosts:
+            self.run("configure", [
+                tool, "configure", "nova-compute", "--config-file",
+                str(self._conf("nova", f"nova-compute-{host.name}.conf")), *shared,
+                "--tcti", host.tcti, "--event-log", str(host.event_log),
+                "--host-profile", host.profile,
+                "--ak-certificate-file", str(self._ak_cert(host))])
+
+    def _tpm_state(self, host: ComputeHost) -> pathlib.Path:
+        return self.paths.data / host.name / "tpm"
+
+    def _ak_cert(self, host: ComputeHost) -> pathlib.Path:
+        return self.paths.etc / "nova" / f"ak-cert-{host.name}.pem"
+
+    def _wsgi_service(self, service: str, db_sync: Sequence[str]) -> None:
+        self.once(f"{service}-db", lambda: self.run(service, db_sync))
+        _, config_dir_variable = WSGI_APPS[service]
+        conf_dir = self._conf(service, "")
+        gunicorn = Service(service, [self.paths.bin("gunicorn")], cwd=conf_dir,
+                           env=self._env(**{config_dir_variable: str(conf_dir)}))
+        self.start(gunicorn, http_answers(self.state.url(service, "/")),
+                   port=self.state.ports[service])
+
+    def _keystone(self) -> None:
+        conf = str(self._conf("keystone", "keystone.conf"))
+        manage = self.paths.bin("keystone-manage")
+
+        def setup() -> None:
+            self.run("keystone", [manage, "--config-file", conf, "db_sync"])
+            for action in ("fernet_setup", "credential_setup"):
+                self.run("keystone", [manage, "--config-file", conf, action,
+                                      "--keystone-user", "root", "--keystone-group", "root"])
+        self.once("keystone-db", setup)
+        url = self.state.url("keystone", "/v3")
+        # keystone-manage bootstrap reads the admin password from the environment.
+        bootstrap = [manage, "--config-file", conf, "bootstrap",
+                     "--bootstrap-region-id", configs.REGION, "--bootstrap-admin-url", url,
+                     "--bootstrap-public-url", url, "--bootstrap-internal-url", url]
+        self.once("keystone-bootstrap", lambda: subprocess.run(
+            bootstrap, check=True, capture_output=True,
+            env=self._env(OS_BOOTSTRAP_PASSWORD=self.state.passwords["admin"])))
+        conf_dir = self._conf("keystone", "")
+        gunicorn = Service("keystone", [self.paths.bin("gunicorn")], cwd=conf_dir,
+                           env=self._env(OS_KEYSTONE_CONFIG_DIR=str(conf_dir)))
+        self.start(gunicorn, http_answers(url), port=self.state.ports["keystone"])
+        identity.write_clouds_yaml(self.paths.clouds_yaml, self.state)
+        self.once("keystone-catalog",
+                  lambda: identity.ensure_catalog(self.connection(), self.state))
+
+    def _nova_control(self) -> None:
+        conf = str(self._conf("nova", "nova.conf"))
+        manage = [self.paths.bin("nova-manage"), "--config-file", conf]
+
+        def setup() -> None:
+            self.run("nova", [*manage, "api_db", "sync"])
+            self.run("nova", [*manage, "cell_v2", "map_cell0", "--database_connection",
+                              configs.database_url("nova_cell0")])
+            # cell1 takes nova.conf's database and transport URL (no password on a command line)
+            self.run("nova", [*manage, "cell_v2", "create_cell", "--name", "cell1"])
+            self.run("nova", [*manage, "db", "sync"])
+        self.once("nova-db", setup)
+        conf_dir = self._conf("nova", "")
+        api = Service("nova", [self.paths.bin("gunicorn")], cwd=conf_dir,
+                      env=self._env(OS_NOVA_CONFIG_DIR=str(conf_dir)))
+        self.start(api, http_answers(self.state.url("nova", "/")), port=self.state.ports["nova"])
+        for binary in ("nova-conductor", "nova-scheduler"):
+            service = Service(binary, [self.paths.bin(binary), "--config-file", conf],
+                              env=self._env())
+            self.start(service, self._nova_service_up(binary, "*"), COMPUTE_TIMEOUT_S)
+
+    def _nova_service_up(self, binary: str, host: str) -> Callable[[], bool]:
+        conn = self.connection()
+
+        def check() -> bool:
+            return any(s.binary == binary and s.state == "up" and host in ("*", s.host)
+                       for s in conn.compute.services())
+        return check
+
+    def _neutron(self) -> None:
+        confs = ["--config-file", str(self._conf("neutron", "neutron.conf")),
+                 "--config-file", str(self._conf("neutron", "plugins/ml2/ml2_conf.ini"))]
+        self.once("neutron-db", lambda: self.run(
+            "neutron", [self.paths.bin("neutron-db-manage"), *confs, "upgrade", "heads"],
+            timeout=900))
+        conf_dir = self._conf("neutron", "")
+        api = Service("neutron", [self.paths.bin("gunicorn")], cwd=conf_dir,
+                      env=self._env(OS_NEUTRON_CONFIG_DIR=str(conf_dir)))
+        self.start(api, http_answers(self.state.url("neutron", "/")),
+                   port=self.state.ports["neutron"])
+        rpc = Service("neutron-rpc-server", [self.paths.bin("neutron-rpc-server"), *confs],
+                      env=self._env())
+        self.start(rpc, self._neutron_rpc_consumes(), HTTP_TIMEOUT_S)
+
+    def _neutron_rpc_consumes(self) -> Callable[[], bool]:
+        """A check: the RPC server consumes the agents' state-report queue."""
+        def check() -> bool:
+            queues = subprocess.run(
+                ["rabbitmqctl", "-q", "list_queues", "-p", configs.RABBIT_VHOST, "name",
+                 "consumers"], capture_output=True, text=True, check=False).stdout
+            return any(line.split()[0] == "q-reports-plugin" and line.split()[1] != "0"
+                       for line in queues.splitlines() if len(line.split()) == 2)
+        return check
+
+    def _ttp(self) -> None:
+        ttp_dir = self.paths.etc / "ttp"
+        data_dir = self.paths.data / "ttp"
+        conf = ttp_dir / "ttp.conf"
+        ca = LocalCA(self.paths.data / "swtpm-ca")
+        for host in self.hosts:  # the TTP trusts the EK CA these states are made with
+            manufacture_once(self._tpm_state(host), ca)
+        if not (ttp_dir / "ttp-server.pem").exists():
+            authority = CertificateAuthority(ttp_dir, name="trusted-launch sandbox cloud CA")
+            authority.issue("ttp-server")
+        self.run("ttp", [self.paths.bin("trusted-launch"), "configure", "ttp", "--config-file",
+                         str(conf), "--bind-host", "127.0.0.1", "--bind-port",
+                         str(self.state.ports["ttp"]), "--cert-file",
+                         str(ttp_dir / "ttp-server.pem"), "--key-file",
+                         str(ttp_dir / "ttp-server.key"), "--database-url",
+                         f"postgresql+psycopg2://postgres@127.0.0.1:5432/{TTP_DATABASE}",
+                         "--data-dir", str(data_dir), "--ek-ca-files",
+                         ",".join(str(path) for path in ca.ek_ca_certs),
+                         "--profile-dir", str(REPO / "examples" / "profiles")])
+        self.once("ttp-db", lambda: self.run("ttp", [
+            self.paths.bin("trusted-launch-ttp-manage"), "--config-file", str(conf),
+            "db", "sync"]))
+        service = Service("ttp", [self.paths.bin("trusted-launch-ttp"), "--config-file",
+                                  str(conf)], env=self._env())
+        self.start(service, http_answers(self.state.url("ttp", "/"),
+                                         verify=str(self._ttp_ca())),
+                   port=self.state.ports["ttp"])
+
+    def _compute_host(self, host: ComputeHost) -> None:
+        tpm = swtpm_service(host, self._tpm_state(host))
+        _, fresh = self.table.start(tpm)
+        seconds = wait_until(tpm.name, tcp_listens(host.swtpm_port + 1), 30, self.table)
+        self.report.service(tpm.name, seconds, fresh, host.swtpm_port)
+        if fresh or not self._ak_cert(host).exists():
+            # A started swtpm has measured nothing: replay the host's firmware log.
+            boot(host.swtpm_port, host.event_log)
+            self.run("enroll", [self.paths.bin("trusted-launch"), "host", "enroll",
+                                "--ttp", self.state.url("ttp"), "--host", host.name,
+                                "--tcti", host.tcti, "--ttp-ca-file", str(self._ttp_ca()),
+                                "--ak-cert-out", str(self._ak_cert(host))])
+        root = self.paths.data / host.name / "libvirt"
+        hypervisor.prepare_libvirt_root(root)
+        libvirtd = hypervisor.libvirtd_service(f"libvirtd-{host.name}", host.name, root)
+        self.start(libvirtd, lambda: hypervisor.virsh(
+            self.table.pid(libvirtd.name), "version", timeout=10).returncode == 0, 60)
+        agent = Service(f"macvtap-agent-{host.name}", [
+            self.paths.bin("python"), "-m", "trusted_launch.sandbox.cloud.macvtap_agent",
+            "--config-file", str(self._conf("neutron", "neutron.conf")),
+            "--config-file", str(self._conf("neutron", f"macvtap-{host.name}.ini"))],
+            env=self._env())
+        self.start(agent, self._agent_alive(host.name), HTTP_TIMEOUT_S)
+        conf = self._conf("nova", f"nova-compute-{host.name}.conf")
+        (self.paths.data / host.name / "instances").mkdir(parents=True, exist_ok=True)
+        compute = Service(f"nova-compute-{host.name}", hypervisor.in_namespace(
+            self.table.pid(libvirtd.name),
+            [self.paths.bin("nova-compute"), "--config-file", str(conf)]), env=self._env())
+        self.start(compute, self._nova_service_up("nova-compute", host.name), COMPUTE_TIMEOUT_S)
+
+    def _agent_alive(self, host: str) -> Callable[[], bool]:
+        conn = self.connection()
+
+        def check() -> bool:
+            return any(agent.host == host and agent.is_alive
+                       for agent in conn.network.agents(binary="neutron-macvtap-agent"))
+        return check
+
+    def _cloud_objects(self) -> None:
+        conn = self.connection()
+        names = {host.name for host in self.hosts}
+        wait_until("nova hypervisors", lambda: names <= {
+            h.name for h in conn.compute.hypervisors()}, COMPUTE_TIMEOUT_S)
+        if any(self.report.services[f"nova-compute-{h.name}"]["started"] for h in self.hosts):
+            self.run("nova", [self.paths.bin("nova-manage"), "--config-file",
+                              str(self._conf("nova", "nova.conf")), "cell_v2", "discover_hosts"])
+        for profile in PROFILES:
+            aggregate = conn.compute.find_aggregate(f"sp-{profile}") or \
+                conn.compute.create_aggregate(name=f"sp-{profile}")
+            conn.compute.set_aggregate_metadata(aggregate, {"trusted_sp": profile})
+            for host in self.hosts:
+                if host.profile == profile and host.name not in (aggregate.hosts or []):
+                    conn.compute.add_host_to_aggregate(aggregate, host.name)
+        for name, (vcpus, ram, disk) in FLAVORS.items():
+            if conn.compute.find_flavor(name) is None:
+                conn.compute.create_flavor(name=name, vcpus=vcpus, ram=ram, disk=disk)
+        image = conn.image.find_image(TINY_IMAGE)
+        if image is not None and image.status != "active":  # an upload cut short
+            conn.image.delete_image(image)
+            image = None
+        if image is None:
+            probe = hypervisor.probe_image(self.paths.data / "tiny.img")
+            conn.create_image(TINY_IMAGE, filename=str(probe), disk_format="raw",
+                              container_format="bare", visibility="public", wait=True)
+        self._tenant_security_group()
+        net = conn.network.find_network(NETWORK) or conn.network.create_network(
+            name=NETWORK, shared=True, provider_network_type="flat",
+            provider_physical_network=configs.PHYSNET)
+        if conn.network.find_subnet(SUBNET) is None:
+            start, end = network.ALLOCATION_POOL
+            conn.network.create_subnet(
+                name=SUBNET, network_id=net.id, ip_version=4, cidr=network.TENANT_CIDR,
+                gateway_ip=network.GATEWAY, enable_dhcp=False,
+                allocation_pools=[{"start": start, "end": end}])
+
+    def _tenant_security_group(self) -> None:
+        """The demo project's default group lets the tenant's namespace reach its guests."""
+        demo = self.connection(identity.DEMO_CLOUD)
+        group = next(iter(demo.network.security_groups(name="default",
+                                                       project_id=demo.current_project_id)))
+        existing = {(rule.protocol, rule.port_range_min) for rule in
+                    demo.network.security_group_rules(security_group_id=group.id,
+                                                      direction="ingress")}
+        for rule in TENANT_INGRESS:
+            if (rule["protocol"], rule.get("port_range_min")) not in existing:
+                demo.network.create_security_group_rule(
+                    security_group_id=group.id, direction="ingress", ethertype="IPv4",
+                    remote_ip_prefix=network.TENANT_CIDR, **rule)
+
+    # -- tear-down --------------------------------------------------------------------
+    def down(self) -> list[str]:
+        """Destroy the guests, stop every process, remove the network; what was stopped."""
+        stopped = []
+        for host in self.hosts:
+            pid = self.table.pid(f"libvirtd-{host.name}")
+            if pid is None:
+                continue
+            if self.table.alive(f"nova-compute-{host.name}"):  # before it sees guests vanish
+                self.table.stop(f"nova-compute-{host.name}")
+                stopped.append(f"nova-compute-{host.name}")
+            for domain in hypervisor.virsh(pid, "list", "--all", "--name").stdout.split():
+                hypervisor.virsh(pid, "destroy", domain)
+                hypervisor.virsh(pid, "undefine", domain, "--nvram")
+        for name in self.table.names():
+            self.table.stop(name)
+            stopped.append(name)
+        network.delete()
+        return stopped
+
+    def purge(self) -> None:
+        """After :meth:`down`: drop the databases, the RabbitMQ vhost and user, the state.
+
+        The logs stay (in log/); the next bring-up starts from nothing.
+        """
+        import psycopg2
+        import pymysql
+
+        from trusted_launch.sandbox.databases import MYSQL_ADMIN, PG_ADMIN
+
+        with pymysql.connect(connect_timeout=5, autocommit=True, **MYSQL_ADMIN) as mysql, \
+                mysql.cursor() as cursor:
+            for name in MYSQL_DATABASES:
+                cursor.execute(f"DROP DATABASE IF EXISTS {configs.DB_PREFIX}{name}")
+        admin = psycopg2.connect(connect_timeout=5, **PG_ADMIN)
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {TTP_DATABASE} WITH (FORCE)")
+        admin.close()
+        for command in (["delete_vhost", configs.RABBIT_VHOST],
+                        ["delete_user", configs.RABBIT_USER]):
+            subprocess.run(["rabbitmqctl", "-q", *command], capture_output=True, check=False)
+        for path in (self.paths.etc, self.paths.data, self.paths.run, self.paths.state_file):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
