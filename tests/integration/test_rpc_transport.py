@@ -295,7 +295,7 @@ def test_launch_over_rpc_releases_n_and_is_audited(hosts, ttp, rpc_server, trans
     released = hosts["trusted"].runner.open(pending)
     assert released.nonce == nonce
     check_image_digest(released.image_digest, digest_file(image, "sha512").value)
-    record = ttp.request("GET", f"/v1/attestations/{pending.attestation_id}").json()
+    record = ttp.admin("GET", f"/v1/attestations/{pending.attestation_id}").json()
     assert record["verdict"] == "trusted"
     assert record["requester"] == f"rpc:{rpc_server.topic}"
     assert pending.receipt is not None

@@ -160,8 +160,14 @@ def test_token_for_a_stronger_profile_than_the_host_meets(hosts, ttp, tenant):
     assert "high" in refused.reason
 
 
-def test_token_for_a_profile_the_ttp_does_not_define(hosts, ttp, tenant):
-    token, _ = tenant("platinum")
+def test_token_for_a_profile_the_ttp_does_not_define(hosts, ttp, image):
+    """The client library refuses the name; a tenant who seals the token by hand
+    (to the TTP's real key) is refused by the TTP itself."""
+    key_id, public_key = fetch_ttp_key(ttp.url, ca_file=str(ttp.ca_file))
+    token = seal_token(LaunchToken(nonce=secrets.token_bytes(32), profile="platinum",
+                                   image_digest=digest_file(image, "sha512"),
+                                   expires_at=int(time.time()) + 600),
+                       public_key, key_id)
     refused = _refusal(lambda: hosts["trusted"].runner.release(
         ttp_client(ttp), token=token, launch_id=_launch()))
     assert refused.check == "profile_unknown"

@@ -64,7 +64,8 @@ class TTPRPCEndpoint:
     def activate(self, ctxt: dict, ttp_url: object, host: object, body: object) -> dict:
         """POST /v1/hosts/{host}/activation."""
         return self._answer("activate", ttp_url, lambda: (
-            200, {"ak_certificate": self._app.enrollment.activate(host, self._object(body))}))
+            200, {"ak_certificate": self._app.enrollment.activate(
+                host, self._object(body), self._requester)}))
 
     def host_challenge(self, ctxt: dict, ttp_url: object, host: object) -> dict:
         """POST /v1/hosts/{host}/challenges."""
