@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import secrets
-import socket
 import sys
 import tempfile
 import time
@@ -29,19 +28,13 @@ from bench.bench_protocol import Host, Sandbox, _stats, sandbox  # noqa: E402
 from trusted_launch.compute.launch import StepTimer, TrustedLaunchHost  # noqa: E402
 from trusted_launch.crypto.receipt import load_receipt_public_key, receipt_key_id  # noqa: E402
 from trusted_launch.sandbox.databases import DatabaseUnavailable, postgres_database  # noqa: E402
+from trusted_launch.sandbox.services import rabbitmq_reachable  # noqa: E402
 from trusted_launch.sandbox.ttp_rpc_process import rpc_transport, start_ttp_rpc  # noqa: E402
 
 RABBIT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
 LAUNCHES = 40  # per transport
 WARM_UP = 3
 
-
-def _rabbitmq_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def _receipt_checking(host: Host, env: Sandbox) -> TrustedLaunchHost:
@@ -102,7 +95,7 @@ def measure(env: Sandbox, transport, topic: str) -> dict:
 
 
 def run() -> dict:
-    if not _rabbitmq_reachable():
+    if not rabbitmq_reachable():
         return {"rpc_launch_ms_p50": None,
                 "notes": "not measured: RabbitMQ is not listening on 127.0.0.1:5672"}
     topic = f"tl-bench-{secrets.token_hex(6)}"

@@ -10,7 +10,6 @@ trusted_sp=high aggregate.
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -18,6 +17,7 @@ import pytest
 from tests.conftest import EVENTLOG_DIR
 from trusted_launch.compute.host_monitor import below
 from trusted_launch.sandbox.monitoring import monitored_host, wait_until
+from trusted_launch.sandbox.services import rabbitmq_reachable
 from trusted_launch.sandbox.swtpm import extend_pcr
 from trusted_launch.scheduler.host_status import HostTrustStatus, StatusFeed, ttp_status_pull
 
@@ -26,13 +26,6 @@ pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq]
 INTERVAL = 0.5
 TRUSTED_LOG = EVENTLOG_DIR / "secureboot_binary_bios_measurements"
 
-
-def _rabbitmq_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -66,7 +59,7 @@ def scheduler(monkeypatch):
     conf.clear_override("host_status_enabled", group="trusted_launch")
 
 
-@pytest.mark.skipif(not _rabbitmq_reachable(), reason="RabbitMQ not on 127.0.0.1:5672")
+@pytest.mark.skipif(not rabbitmq_reachable(), reason="RabbitMQ not on 127.0.0.1:5672")
 def test_host_leaving_measured_state_is_dropped_by_the_filter(
         scheduler, swtpm_state_cache, tmp_path, monkeypatch):
     from trusted_launch.scheduler import security_profile_filter as spf

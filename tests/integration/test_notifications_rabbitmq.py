@@ -7,7 +7,6 @@ notifier sends; its queues are deleted afterwards.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import uuid
 
@@ -23,6 +22,7 @@ from trusted_launch.compute.notifications import (
     AttestationNotifier,
 )
 from trusted_launch.crypto._encoding import b64url_encode
+from trusted_launch.sandbox.services import rabbitmq_reachable
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -30,15 +30,8 @@ RABBIT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
 INSTANCE = str(uuid.uuid4())
 
 
-def _rabbitmq_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=2):
-            return True
-    except OSError:
-        return False
 
-
-needs_rabbitmq = pytest.mark.skipif(not _rabbitmq_reachable(),
+needs_rabbitmq = pytest.mark.skipif(not rabbitmq_reachable(),
                                     reason="RabbitMQ is not listening on 127.0.0.1:5672")
 
 

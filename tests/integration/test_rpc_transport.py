@@ -47,6 +47,7 @@ from trusted_launch.evidence.tpm2 import parse_public
 from trusted_launch.sandbox.databases import DatabaseUnavailable, postgres_database
 from trusted_launch.sandbox.hosts import BIND_KEY_PCRS, SandboxHost, start_host
 from trusted_launch.sandbox.pki import CertificateAuthority
+from trusted_launch.sandbox.services import rabbitmq_reachable
 from trusted_launch.sandbox.ttp_process import TTPServer, start_ttp
 from trusted_launch.sandbox.ttp_rpc_process import TTPRPCServer, rpc_transport, start_ttp_rpc
 from trusted_launch.ttp import rpc as ttp_rpc
@@ -58,16 +59,9 @@ RABBIT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
 SANDBOX_MAX_BODY = 262144  # [api] max_request_body_size in the sandbox's ttp.conf
 
 
-def _rabbitmq_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=2):
-            return True
-    except OSError:
-        return False
-
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq,
-              pytest.mark.skipif(not _rabbitmq_reachable(),
+              pytest.mark.skipif(not rabbitmq_reachable(),
                                  reason="RabbitMQ is not listening on 127.0.0.1:5672")]
 
 

@@ -17,7 +17,6 @@ import nova.tests.functional  # noqa: F401
 # isort: split
 
 import secrets
-import socket
 
 import kombu
 import pytest
@@ -32,21 +31,15 @@ from tests.nova.test_trusted_compute import (
 from tests.nova.trusted_env import running_environment
 from trusted_launch.compute.nonce_injection import NONCE_PATH, RECEIPT_PATH
 from trusted_launch.crypto.receipt import read_unverified
+from trusted_launch.sandbox.services import rabbitmq_reachable
 from trusted_launch.sandbox.ttp_rpc_process import rpc_transport, start_ttp_rpc
 
 RABBIT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
 
 
-def _rabbitmq_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=2):
-            return True
-    except OSError:
-        return False
-
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.rabbitmq,
-              pytest.mark.skipif(not _rabbitmq_reachable(),
+              pytest.mark.skipif(not rabbitmq_reachable(),
                                  reason="RabbitMQ is not listening on 127.0.0.1:5672")]
 
 
