@@ -23,6 +23,18 @@ BIN_DIR = pathlib.Path(sys.executable).parent
 START_TIMEOUT_S = 30.0
 
 
+def terminate(process: subprocess.Popen | None, timeout: float = 20) -> int | None:
+    """SIGTERM ``process`` and wait (SIGKILL after ``timeout`` s); its exit status."""
+    if process is None or process.poll() is not None:
+        return None if process is None else process.returncode
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
 @dataclass
 class TTPServer:
     """A running ``trusted-launch-ttp`` and what a client needs to talk to it."""
@@ -126,14 +138,7 @@ class TTPServer:
     def stop(self) -> int | None:
         """SIGTERM and wait; the exit status."""
         self.session.close()
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return terminate(self.process)
 
 
 def write_ttp_config(directory: pathlib.Path, *, database_url: str, cert: pathlib.Path,

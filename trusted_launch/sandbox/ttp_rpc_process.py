@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from oslo_config import cfg
 
 from trusted_launch.compute.errors import AttestationRefused, TTPUnreachable
 from trusted_launch.compute.ttp_rpc_client import RPCTTPClient
-from trusted_launch.sandbox.ttp_process import TTPServer
+from trusted_launch.sandbox.ttp_process import TTPServer, terminate
 
 START_TIMEOUT_S = 60.0
 #: A host name no test enrols: asking for its nonce proves the server answers.
@@ -80,14 +79,7 @@ class TTPRPCServer:
 
     def stop(self) -> int | None:
         """SIGTERM and wait; the exit status."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return terminate(self.process)
 
 
 def rpc_transport(transport_url: str) -> oslo_messaging.Transport:
