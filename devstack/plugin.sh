@@ -69,7 +69,8 @@ function configure_trusted_launch_nova {
     trusted-launch configure nova-compute --config-file "$NOVA_CPU_CONF" "${shared[@]}" \
         --tcti "$(_trusted_launch_tcti)" --event-log "$TRUSTED_LAUNCH_EVENT_LOG" \
         --host-profile "$TRUSTED_LAUNCH_HOST_PROFILE" \
-        --ak-certificate-file "$TRUSTED_LAUNCH_CONF_DIR/ak-cert.pem"
+        --ak-certificate-file "$TRUSTED_LAUNCH_CONF_DIR/ak-cert.pem" \
+        --ttp-auth-token-file "$TRUSTED_LAUNCH_CONF_DIR/ttp-host-token"
 }
 
 function enroll_trusted_launch_host {
@@ -81,10 +82,9 @@ function enroll_trusted_launch_host {
         --ek-fingerprint "$ek" || true
     (umask 077; trusted-launch-ttp-manage --config-file "$TL_TTP_CONF" token create \
         --role host --host "$(hostname)" > "$TRUSTED_LAUNCH_CONF_DIR/ttp-host-token")
-    iniset "$NOVA_CPU_CONF" trusted_launch ttp_auth_token_file \
-        "$TRUSTED_LAUNCH_CONF_DIR/ttp-host-token"
     trusted-launch host enroll --ttp "$TL_TTP_URL" --host "$(hostname)" \
         --tcti "$(_trusted_launch_tcti)" --ttp-ca-file "$TRUSTED_LAUNCH_CONF_DIR/ttp-cert.pem" \
+        --ttp-token-file "$TRUSTED_LAUNCH_CONF_DIR/ttp-host-token" \
         --ak-cert-out "$TRUSTED_LAUNCH_CONF_DIR/ak-cert.pem"
 }
 

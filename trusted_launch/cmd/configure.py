@@ -43,6 +43,9 @@ def register(subparsers) -> None:
                          help="the security profile this host is built to meet")
     compute.add_argument("--ak-certificate-file", required=True, type=pathlib.Path,
                          help="where `trusted-launch host enroll` wrote the AK certificate")
+    compute.add_argument("--ttp-auth-token-file", type=pathlib.Path,
+                         help="this host's TTP API token (role host), made by "
+                              "`trusted-launch-ttp-manage token create --role host`")
     compute.set_defaults(func=compute_command)
     ttp = targets.add_parser("ttp", help="write ttp.conf")
     ttp.add_argument("--config-file", required=True, type=pathlib.Path)
@@ -77,7 +80,7 @@ def compute_command(args: argparse.Namespace) -> int:
     from trusted_launch.deploy.nova_ttp import ComputeHostSettings, configure_nova_compute
 
     host = ComputeHostSettings(args.tcti, args.event_log, args.host_profile,
-                               args.ak_certificate_file)
+                               args.ak_certificate_file, args.ttp_auth_token_file)
     configure_nova_compute(args.config_file, _shared(args), host)
     return 0
 

@@ -40,6 +40,7 @@ class ComputeHostSettings:
     event_log: pathlib.Path
     host_profile: str
     ak_certificate_file: pathlib.Path
+    ttp_auth_token_file: pathlib.Path | None = None
 
 
 def _set_shared(conf: IniFile, settings: TrustedLaunchSettings) -> None:
@@ -82,6 +83,8 @@ def configure_nova_compute(path: pathlib.Path, settings: TrustedLaunchSettings,
     conf.set("trusted_launch", "event_log_path", str(host.event_log))
     conf.set("trusted_launch", "host_security_profile", host.host_profile)
     conf.set("trusted_launch", "ak_certificate_file", str(host.ak_certificate_file))
+    if host.ttp_auth_token_file is not None:
+        conf.set("trusted_launch", "ttp_auth_token_file", str(host.ttp_auth_token_file))
     conf.write()
 
 

@@ -31,6 +31,7 @@ from trusted_launch.sandbox.cloud.processes import CloudError, ProcessTable, Ser
 from trusted_launch.sandbox.cloud.readiness import http_answers, tcp_listens, wait_until
 from trusted_launch.sandbox.pki import CertificateAuthority
 from trusted_launch.sandbox.swtpm import LocalCA, boot
+from trusted_launch.ttp.keystore import write_private_file
 
 PROFILES = ("low", "medium", "high")
 TTP_DATABASE = "tlcloud_ttp"
@@ -260,7 +261,33 @@ class Cloud:
                 str(self._conf("nova", f"nova-compute-{host.name}.conf")), *shared,
                 "--tcti", host.tcti, "--event-log", str(host.event_log),
                 "--host-profile", host.profile,
-                "--ak-certificate-file", str(self._ak_cert(host))])
+                "--ak-certificate-file", str(self._ak_cert(host)),
+                "--ttp-auth-token-file", str(self._host_token(host))])
+
+    def _register(self, host: ComputeHost) -> None:
+        """The operator's consent: register the host's EK at the TTP, make its host token.
+
+        The token goes straight into a 0600 file, never through a set-up log.
+        """
+        manage = [self.paths.bin("trusted-launch-ttp-manage"), "--config-file",
+                  str(self.paths.etc / "ttp" / "ttp.conf")]
+        fingerprint = self.run("register", [self.paths.bin("trusted-launch"), "host",
+                                            "ek-fingerprint", "--tcti", host.tcti]).strip()
+        listed = self.run("register", [*manage, "host", "list"])
+        if any(line.split()[:1] == [host.name] for line in listed.splitlines()):
+            self.run("register", [*manage, "host", "remove", host.name])
+        self.run("register", [*manage, "host", "add", host.name,
+                              "--ek-fingerprint", fingerprint.splitlines()[-1]])
+        created = subprocess.run([*manage, "token", "create", "--role", "host", "--host",
+                                  host.name, "--description", "run-cloud.sh compute"],
+                                 capture_output=True, text=True, env=self._env(), check=False,
+                                 timeout=120)
+        if created.returncode != 0:
+            raise CloudError(f"register: host token for {host.name}: {created.stderr.strip()}")
+        write_private_file(self._host_token(host), (created.stdout.strip() + "\n").encode())
+
+    def _host_token(self, host: ComputeHost) -> pathlib.Path:
+        return self.paths.etc / "nova" / f"ttp-token-{host.name}"
 
     def _tpm_state(self, host: ComputeHost) -> pathlib.Path:
         return self.paths.data / host.name / "tpm"
@@ -393,9 +420,11 @@ class Cloud:
         if fresh or not self._ak_cert(host).exists():
             # A started swtpm has measured nothing: replay the host's firmware log.
             boot(host.swtpm_port, host.event_log)
+            self._register(host)
             self.run("enroll", [self.paths.bin("trusted-launch"), "host", "enroll",
                                 "--ttp", self.state.url("ttp"), "--host", host.name,
                                 "--tcti", host.tcti, "--ttp-ca-file", str(self._ttp_ca()),
+                                "--ttp-token-file", str(self._host_token(host)),
                                 "--ak-cert-out", str(self._ak_cert(host))])
         root = self.paths.data / host.name / "libvirt"
         hypervisor.prepare_libvirt_root(root)
