@@ -183,12 +183,36 @@ class Cloud:
         if missing:
             raise CloudError(f"missing: {', '.join(missing)}")
 
+    def _drop_backing_stores(self) -> None:
+        """Drop the cloud's databases and its RabbitMQ vhost and user."""
+        import psycopg2
+        import pymysql
+
+        from trusted_launch.sandbox.databases import MYSQL_ADMIN, PG_ADMIN
+
+        with pymysql.connect(connect_timeout=5, autocommit=True, **MYSQL_ADMIN) as mysql, \
+                mysql.cursor() as cursor:
+            for name in MYSQL_DATABASES:
+                cursor.execute(f"DROP DATABASE IF EXISTS {configs.DB_PREFIX}{name}")
+        admin = psycopg2.connect(connect_timeout=5, **PG_ADMIN)
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {TTP_DATABASE} WITH (FORCE)")
+        admin.close()
+        for command in (["delete_vhost", configs.RABBIT_VHOST],
+                        ["delete_user", configs.RABBIT_USER]):
+            subprocess.run(["rabbitmqctl", "-q", *command], capture_output=True, check=False)
+
     def _create_databases(self) -> None:
         import psycopg2
         import pymysql
 
         from trusted_launch.sandbox.databases import MYSQL_ADMIN, PG_ADMIN
 
+        if not (self.paths.data / "steps").exists():
+            # A state folder with no completed step: databases or a vhost left by
+            # another checkout's cloud (same names) would not match this state.
+            self._drop_backing_stores()
         with pymysql.connect(connect_timeout=5, autocommit=True, **MYSQL_ADMIN) as mysql, \
                 mysql.cursor() as cursor:
             for name in MYSQL_DATABASES:
@@ -528,23 +552,7 @@ class Cloud:
 
         The logs stay (in log/); the next bring-up starts from nothing.
         """
-        import psycopg2
-        import pymysql
-
-        from trusted_launch.sandbox.databases import MYSQL_ADMIN, PG_ADMIN
-
-        with pymysql.connect(connect_timeout=5, autocommit=True, **MYSQL_ADMIN) as mysql, \
-                mysql.cursor() as cursor:
-            for name in MYSQL_DATABASES:
-                cursor.execute(f"DROP DATABASE IF EXISTS {configs.DB_PREFIX}{name}")
-        admin = psycopg2.connect(connect_timeout=5, **PG_ADMIN)
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {TTP_DATABASE} WITH (FORCE)")
-        admin.close()
-        for command in (["delete_vhost", configs.RABBIT_VHOST],
-                        ["delete_user", configs.RABBIT_USER]):
-            subprocess.run(["rabbitmqctl", "-q", *command], capture_output=True, check=False)
+        self._drop_backing_stores()
         for path in (self.paths.etc, self.paths.data, self.paths.run, self.paths.state_file):
             if path.is_dir():
                 shutil.rmtree(path)
