@@ -28,6 +28,7 @@ import uuid
 
 import pytest
 
+from tests.fixtures.libvirt import running_libvirtd
 from trusted_launch.crypto.nonce import encode_nonce
 from trusted_launch.sandbox.cloud.guest_image import GuestImageError, build_image
 
@@ -70,21 +71,8 @@ def guest_image() -> pathlib.Path:
 @pytest.fixture(scope="module")
 def libvirtd():
     """The host's libvirtd; started here (and stopped afterwards) if none runs."""
-    started: list[pathlib.Path] = []
-    if not SOCKET.exists():
-        for daemon, pid_file in (("virtlogd", "/run/virtlogd.pid"),
-                                 ("libvirtd", "/run/libvirtd.pid")):
-            subprocess.run([daemon, "-d"], check=True, timeout=60)
-            started.append(pathlib.Path(pid_file))
-        deadline = time.monotonic() + 60
-        while virsh("version").returncode != 0:
-            if time.monotonic() > deadline:
-                pytest.fail(f"libvirtd did not answer: {virsh('version').stderr}")
-            time.sleep(0.5)
-    yield
-    for pid_file in reversed(started):
-        if pid_file.exists():
-            os.kill(int(pid_file.read_text().strip()), 15)
+    with running_libvirtd():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,11 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 
 import pytest
 
+from tests.fixtures.libvirt import running_libvirtd, virsh
 from trusted_launch.client.image_encryption import encrypt_image, write_new_key_file
 from trusted_launch.compute.encrypted_image import (
     EncryptedRoot,
@@ -33,8 +33,6 @@ TOOLS = ("qemu-img", "virsh", "libvirtd", "virtlogd", "qemu-system-x86_64")
 MISSING = [tool for tool in TOOLS if shutil.which(tool) is None]
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"not installed: {', '.join(MISSING)} "
                                 "(apt: libvirt-daemon-system qemu-system-x86 qemu-utils)")
-URI = "qemu:///system"
-SOCKET = pathlib.Path("/run/libvirt/libvirt-sock")
 DOMAIN_XML = """<domain type='qemu'>
   <name>{name}</name><uuid>{uuid}</uuid><memory unit='MiB'>64</memory><vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
@@ -49,29 +47,12 @@ DOMAIN_XML = """<domain type='qemu'>
 </domain>"""
 
 
-def virsh(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True,
-                          timeout=120, check=False, **kwargs)
-
 
 @pytest.fixture(scope="session")
 def libvirtd():
-    """A running libvirtd; started (and stopped afterwards) here if none runs."""
-    started: list[pathlib.Path] = []
-    if not SOCKET.exists():
-        for daemon, pid_file in (("virtlogd", "/run/virtlogd.pid"),
-                                 ("libvirtd", "/run/libvirtd.pid")):
-            subprocess.run([daemon, "-d"], check=True, timeout=60)
-            started.append(pathlib.Path(pid_file))
-        deadline = time.monotonic() + 30
-        while virsh("version").returncode != 0:
-            if time.monotonic() > deadline:
-                pytest.fail(f"libvirtd did not answer: {virsh('version').stderr}")
-            time.sleep(0.2)
-    yield
-    for pid_file in reversed(started):
-        if pid_file.exists():
-            os.kill(int(pid_file.read_text().strip()), 15)
+    """The host's libvirtd; started here (and stopped afterwards) if none runs."""
+    with running_libvirtd():
+        yield
 
 
 def define_secret(root: EncryptedRoot, key: bytes, tmp_path: pathlib.Path) -> None:
