@@ -34,7 +34,7 @@ from trusted_launch.sandbox.swtpm import LocalCA, boot
 from trusted_launch.ttp.keystore import write_private_file
 
 PROFILES = ("low", "medium", "high")
-TTP_DATABASE = "tlcloud_ttp"
+TTP_DATABASE = configs.DB_PREFIX + "ttp"
 MYSQL_DATABASES = ("keystone", "glance", "placement", "nova_api", "nova_cell0", "nova_cell1",
                    "neutron")
 HTTP_TIMEOUT_S = 300.0  # generous: the machine may be loaded

@@ -11,14 +11,14 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Mapping
 
-from trusted_launch.sandbox.cloud.layout import CloudPaths, CloudState
+from trusted_launch.sandbox.cloud.layout import CLOUD_NAME, CloudPaths, CloudState
 from trusted_launch.ttp.keystore import write_private_file
 
 Sections = dict[str, dict[str, str]]
 MYSQL = "mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4"
-DB_PREFIX = "tlcloud_"
-RABBIT_VHOST = "tlcloud"
-RABBIT_USER = "tlcloud"
+DB_PREFIX = f"{CLOUD_NAME}cloud_"
+RABBIT_VHOST = f"{CLOUD_NAME}cloud"
+RABBIT_USER = f"{CLOUD_NAME}cloud"
 REGION = "RegionOne"
 PHYSNET = "physnet1"
 

@@ -1,15 +1,19 @@
-"""Where the cloud keeps its files, and the ports and passwords it chose once.
+"""Where the cloud keeps its files, its name, and the ports and passwords it chose once.
 
 Everything lives under one directory (default ``<repo>/.cloud``): ``etc/``
 configuration, ``log/`` one log per process, ``run/`` pid files, ``data/``
 state.  ``state.json`` (mode 0600) holds the ports and passwords picked on the
-first run, so a second run finds the same cloud.
+first run, so a second run finds the same cloud.  ``TL_CLOUD_NAME`` (default
+``tl``) prefixes what the machine shares (databases, RabbitMQ vhost, network
+namespace and interfaces), so checkouts can each run a cloud side by side.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import re
 import secrets
 import socket
 from dataclasses import asdict, dataclass, field
@@ -18,6 +22,18 @@ from trusted_launch.sandbox.swtpm import free_port_pair
 from trusted_launch.ttp.keystore import write_private_file
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
+
+
+def _cloud_name() -> str:
+    name = os.environ.get("TL_CLOUD_NAME", "tl")
+    # Interface names are at most 15 bytes: "<name>-veth0".
+    if not re.fullmatch(r"[a-z][a-z0-9]{0,7}", name):
+        raise SystemExit(f"TL_CLOUD_NAME={name!r}: use 1-8 lowercase letters or digits, "
+                         "starting with a letter")
+    return name
+
+
+CLOUD_NAME = _cloud_name()
 PORT_NAMES = ("keystone", "glance", "placement", "nova", "neutron", "ttp")
 # swtpm needs two adjacent ports (server, control) per compute host.
 PORT_PAIR_NAMES = ("swtpm-tl-compute-high", "swtpm-tl-compute-low")

@@ -1,5 +1,7 @@
 """The tenant network's wire: a veth pair from the root namespace into ``tl-tenant``.
 
+(Names shown for the default ``TL_CLOUD_NAME=tl``.)
+
 ``tl-veth0`` (root namespace, no address) is the provider network's
 physical interface: neutron's macvtap agent puts guests on it (macvtap,
 bridge mode).  Its peer ``tl-veth1`` sits in the namespace ``tl-tenant`` with
@@ -12,9 +14,11 @@ from __future__ import annotations
 
 import subprocess
 
-NAMESPACE = "tl-tenant"
-HOST_INTERFACE = "tl-veth0"
-TENANT_INTERFACE = "tl-veth1"
+from trusted_launch.sandbox.cloud.layout import CLOUD_NAME
+
+NAMESPACE = f"{CLOUD_NAME}-tenant"
+HOST_INTERFACE = f"{CLOUD_NAME}-veth0"
+TENANT_INTERFACE = f"{CLOUD_NAME}-veth1"
 TENANT_CIDR = "198.18.0.0/24"
 TENANT_ADDRESS = "198.18.0.1/24"
 GATEWAY = "198.18.0.1"
