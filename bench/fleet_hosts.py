@@ -28,6 +28,7 @@ import pathlib
 import ssl
 import struct
 import time
+import zlib
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -308,6 +309,16 @@ def _check(status: int, answer: dict) -> str:
     return str(error.get("check") or f"http_{status}")
 
 
+def loopback_source(name: str) -> str:
+    """A loopback address of this host's own (all of 127/8 is local on Linux).
+
+    Real hosts connect from their own addresses; from one address the simulated
+    fleet would meet the TTP's per-address connection cap instead of its capacity.
+    """
+    number = zlib.crc32(name.encode())
+    return f"127.{1 + number % 254}.{(number >> 8) & 255}.{1 + (number >> 16) % 254}"
+
+
 async def attest_round(host: FleetHost, port: int, context: ssl.SSLContext,
                        timeout: float = TIMEOUT_S) -> RoundResult:
     """One HostMonitor round on a fresh TLS connection: challenge, quote, attestation."""
@@ -316,7 +327,8 @@ async def attest_round(host: FleetHost, port: int, context: ssl.SSLContext,
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1")
+                "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1",
+                local_addr=(loopback_source(host.name), 0))
             try:
                 headers = host_headers(host)
                 status, challenge = await _post(
