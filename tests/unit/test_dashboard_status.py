@@ -169,3 +169,45 @@ def test_settings_fail_closed(setting, message):
 def test_keystone_settings_need_no_token_file():
     settings = TTPSettings.from_mapping({"ttp_url": "https://ttp/", "auth": "keystone"})
     assert settings.ttp_url == "https://ttp" and settings.auth == "keystone"
+
+
+def test_reader_token_goes_only_into_the_header_and_never_into_an_error(tmp_path):
+    requests_mock = pytest.importorskip("requests_mock")
+    from trusted_launch_dashboard.ttp import TTPClient
+
+    token_file = tmp_path / "reader"
+    token_file.write_text("secret-reader-token\n")
+    client = TTPClient(TTPSettings.from_mapping({"ttp_url": "https://ttp.test",
+                                                 "token_file": str(token_file)}))
+    with requests_mock.Mocker() as mocker:
+        mocker.get("https://ttp.test/v1/hosts?status=1",
+                   json={"hosts": [{"host": "h", "profile": "high"}], "now": NOW})
+        hosts, now = client.host_statuses()
+        assert mocker.last_request.headers["X-Auth-Token"] == "secret-reader-token"
+        assert hosts[0]["host"] == "h" and now == NOW
+        mocker.get("https://ttp.test/v1/hosts?status=1", status_code=401,
+                   json={"error": {"code": "invalid_token", "reason": "secret-reader-token"}})
+        with pytest.raises(TTPError) as refused:
+            client.host_statuses()
+    assert "401 invalid_token" in str(refused.value)
+    assert "secret-reader-token" not in str(refused.value)
+
+
+def test_missing_reader_token_file_is_named(tmp_path):
+    from trusted_launch_dashboard.ttp import TTPClient
+
+    client = TTPClient(TTPSettings.from_mapping({"ttp_url": "https://ttp.test",
+                                                 "token_file": str(tmp_path / "absent")}))
+    with pytest.raises(TTPError, match="cannot read the TTP token file .*absent"):
+        client.host_statuses()
+
+
+def test_receipts_need_a_digest_and_a_proof_of_the_right_form():
+    from trusted_launch_dashboard.ttp import TTPClient
+
+    client = TTPClient(TTPSettings.from_mapping({"ttp_url": "https://ttp.test",
+                                                 "auth": "keystone"}))
+    with pytest.raises(TTPError, match="64 lower-case hex"):
+        client.receipts("../v1/hosts", "A" * 43)
+    with pytest.raises(TTPError, match="43 base64url"):
+        client.receipts("0" * 64, "not a proof")
