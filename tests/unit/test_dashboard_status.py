@@ -198,7 +198,7 @@ def test_missing_reader_token_file_is_named(tmp_path):
 
     client = TTPClient(TTPSettings.from_mapping({"ttp_url": "https://ttp.test",
                                                  "token_file": str(tmp_path / "absent")}))
-    with pytest.raises(TTPError, match="cannot read the TTP token file .*absent"):
+    with pytest.raises(TTPError, match=r"cannot read the TTP token file .*absent"):
         client.host_statuses()
 
 
