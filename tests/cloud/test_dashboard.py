@@ -212,7 +212,8 @@ def test_a_token_that_is_not_a_launch_token_is_refused_by_the_form(browser, dash
     browser.get(f"{dashboard}/project/trusted_launch/launch/")
     wait_for(browser, "#id_name").send_keys("hz-form-refused")
     browser.find_element(By.ID, "id_token").send_keys("not-a-launch-token")
-    browser.find_element(By.CSS_SELECTOR, "form [type=submit]").click()
+    browser.find_element(By.XPATH, "//form//*[@type='submit' and (@value='Launch' or "
+                                   "normalize-space()='Launch')]").click()
     error = wait_for(browser, ".has-error, .error, .alert-danger")
     assert "not a launch token" in browser.page_source
     assert error is not None
