@@ -23,6 +23,13 @@ from trusted_launch_dashboard.ttp import TTPError
 LOG = logging.getLogger(__name__)
 
 
+class UnechoedTextarea(forms.Textarea):
+    """A textarea that never renders its value back (a rejected form shows it empty)."""
+
+    def format_value(self, value):
+        return ""
+
+
 class TrustedLaunchForm(forms.SelfHandlingForm):
     name = forms.CharField(max_length=255, label=_("Instance Name"))
     image = forms.ThemableChoiceField(label=_("Image"))
@@ -30,7 +37,7 @@ class TrustedLaunchForm(forms.SelfHandlingForm):
     network = forms.ThemableChoiceField(label=_("Network"))
     profile = forms.ThemableChoiceField(label=_("Security profile (trusted_sp)"))
     token = forms.CharField(
-        label=_("Launch token"), widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off"}),
+        label=_("Launch token"), widget=UnechoedTextarea(attrs={"rows": 3, "autocomplete": "off"}),
         help_text=_("The sealed token printed by 'openstack trusted token create' on your "
                     "machine (it keeps N in a local file). Never paste N here."))
 
