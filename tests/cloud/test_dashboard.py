@@ -4,7 +4,8 @@ Headless Chromium from Debian (``/usr/bin/chromium``, ``chromedriver``;
 bindep.txt) driven by Selenium logs in to the Horizon that tools/run-cloud.sh
 serves: the demo tenant sees a trusted instance (accepted, and its receipt
 verified in the browser from the tenant's nonce file) and a plain one shown as
-such, and opens the launch form; the admin sees tl-compute-high meeting high
+such, and opens the launch form and launches through it; a launch the TTP
+refused is shown with its fault's reason; the admin sees tl-compute-high meeting high
 and tl-compute-low not. Screenshots go to ``.cloud/log/screenshots/`` (the path
 is printed). No secret (N, the receipt proof, the launch token, passwords, the
 TTP reader token) may appear in a page's source or in the dashboard's log.
@@ -84,6 +85,27 @@ def servers(target):
     finally:
         for launch in (trusted, plain):
             clients.openstack("server", "delete", launch.server_id, output=False)
+
+
+@pytest.fixture(scope="module")
+def refused(target, servers):
+    """A profile-high launch the admin forces onto tl-compute-low: the TTP refuses it."""
+    clients = servers["clients"]
+    made = clients.openstack("trusted", "token", "create", "--ttp", target.ttp_url, "--sp",
+                             "high", "--ca-file", target.ttp_ca_file, "--nonce-dir",
+                             str(pathlib.Path(target.work_dir) / "nonces"), "--image",
+                             target.image)
+    name = f"hz-refused-{uuid.uuid4().hex[:6]}"
+    created = clients.openstack(
+        "server", "create", "--image", target.image, "--flavor", target.flavor, "--network",
+        target.network, "--config-drive", "True", "--availability-zone", f"nova:{LOW_HOST}",
+        *made["server_create_arguments"].split(), name, admin=True)
+    try:
+        server = clients.wait_for(created["id"], {"ERROR"})
+        yield {"name": name, "id": created["id"], "fault": server["fault"].get("message", ""),
+               "token": made["token"], "nonce": read_nonce_file(made["nonce_file"]).hex()}
+    finally:
+        clients.openstack("server", "delete", created["id"], admin=True, output=False)
 
 
 @pytest.fixture(scope="module")
@@ -265,6 +287,22 @@ def test_tenant_launches_through_the_form_and_sees_it_accepted(browser, dashboar
     finally:
         if server_id:
             clients.openstack("server", "delete", server_id, output=False)
+
+
+def test_refused_launch_shown_with_the_fault_reason(browser, dashboard, cloud, refused,
+                                                     secrets_, screenshots):
+    from selenium.webdriver.common.by import By
+
+    state = CloudState.load_or_create(cloud.paths.state_file)
+    log_in(browser, dashboard, "admin", state.passwords["admin"])
+    browser.get(f"{dashboard}/project/trusted_launch/")  # the admin project's instances
+    refused_row = row(browser, f"tr[data-server-id='{refused['id']}']")
+    assert "tl-verdict-refused" in refused_row.get_attribute("class")
+    reason = refused_row.find_element(By.CSS_SELECTOR, ".tl-reason").text
+    assert reason and reason in refused["fault"], (reason, refused["fault"])
+    secrets = {**secrets_, "refused launch token": refused["token"],
+               "refused N": refused["nonce"]}
+    check_page(browser, secrets, screenshots / "admin-project-refused-launch.png")
 
 
 def test_admin_sees_high_host_meeting_high_and_low_host_not(browser, dashboard, cloud,

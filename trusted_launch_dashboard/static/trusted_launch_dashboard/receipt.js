@@ -86,10 +86,11 @@
         return result;
       });
   }
-  function cell(text, cls) {
+  function cell(text, cls, label) {
     var td = document.createElement("td");
     td.textContent = text;
     if (cls) { td.className = cls; }
+    if (label) { td.style.whiteSpace = "nowrap"; } else { td.style.wordBreak = "break-all"; }
     return td;
   }
   function isoTime(seconds) { return new Date(seconds * 1000).toISOString().replace(".000", ""); }
@@ -103,13 +104,13 @@
                   ["verified", ok ? "yes: signature, token digest and nonce binding"
                                   : "NO: signature " + r.signature + ", token digest " + r.digest +
                                     ", nonce binding " + r.bound],
-                  ["host", p.host], ["profile asked / met", (p.requested_profile || "-") + " / " +
+                  ["host", p.host], ["profiles", "asked " + (p.requested_profile || "-") + ", met " +
                                                            (p.satisfied_profile || "-")],
                   ["issued at", isoTime(p.issued_at)], ["attestation", p.attestation_id],
                   ["image digest", p.image_digest || "-"], ["TTP key", p.ttp_key_id || "-"]];
       rows.forEach(function (pair) {
         var tr = document.createElement("tr");
-        tr.appendChild(cell(pair[0]));
+        tr.appendChild(cell(pair[0], "", true));
         tr.appendChild(cell(pair[1], pair[0] === "verified" ? (ok ? "tl-verified text-success"
                                                                    : "tl-unverified text-danger") : ""));
         table.appendChild(tr);
