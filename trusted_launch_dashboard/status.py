@@ -132,6 +132,10 @@ def host_trust(host: str, aggregate_profile: str | None, record: Mapping | None,
     if age > max_age:
         return HostTrust(host, aggregate_profile, STALE, profile, since,
                          f"last judged {age:.0f} s ago, more than {max_age:g} s", False)
+    if aggregate_profile and aggregate_profile not in levels:
+        return HostTrust(host, aggregate_profile, TRUSTED, profile, since,
+                         f"its aggregate's profile {aggregate_profile} is unknown to the TTP",
+                         False)
     meets = _level(levels, profile) >= _level(levels, aggregate_profile)
     reason = "" if meets else f"meets {profile}, below its aggregate's {aggregate_profile}"
     return HostTrust(host, aggregate_profile, TRUSTED, profile, since, reason, meets)
@@ -170,7 +174,7 @@ def aggregate_profiles(aggregates: Iterable[Mapping], levels: Mapping[str, int]
         if not profile:
             continue
         for host in aggregate.get("hosts") or []:
-            if _level(levels, profile) > _level(levels, result.get(host)):
+            if host not in result or _level(levels, profile) > _level(levels, result[host]):
                 result[host] = profile
     return result
 

@@ -115,6 +115,15 @@ def test_hosts_meeting_and_not_meeting_their_aggregate():
     assert counts == {"low": (2, 0), "medium": (1, 1), "high": (1, 1)}
 
 
+def test_aggregate_profile_unknown_to_the_ttp_is_still_shown():
+    aggregates = status.aggregate_profiles([{"metadata": {"trusted_sp": "gold"},
+                                             "hosts": ["h"]}], LEVELS)
+    assert aggregates == {"h": "gold"}
+    row = status.host_trust("h", "gold", record("h", "high"), LEVELS, NOW, 300)
+    assert not row.meets_aggregate  # fails closed
+    assert "unknown to the TTP" in row.reason
+
+
 def test_host_below_its_aggregate_does_not_meet_it():
     row = status.host_trust("hi", "high", record("hi", "low"), LEVELS, NOW, 300)
     assert row.state == status.TRUSTED and not row.meets_aggregate
