@@ -34,7 +34,29 @@ install_cloud_venv() {
     echo "run-cloud: installed in $(cat "$stamp") s" >&2
 }
 
+# Horizon gets its own virtualenv (doc/dashboard.md): Django and the dashboard's
+# client libraries never move the services' pinned set.
+install_horizon_venv() {
+    local stamp started
+    stamp=$HORIZON_VENV/.installed-$(cat "$HORIZON_REQUIREMENTS" | sha256sum | cut -c1-16)
+    [[ -f $stamp ]] && return 0
+    started=$(date +%s)
+    echo "run-cloud: installing Horizon into $HORIZON_VENV" >&2
+    [[ -x $HORIZON_VENV/bin/python ]] || "$PY" -m venv "$HORIZON_VENV"
+    "$HORIZON_VENV/bin/pip" install -q -U pip wheel >/dev/null
+    "$HORIZON_VENV/bin/pip" install -q -r "$HORIZON_REQUIREMENTS" \
+        >"$HORIZON_VENV/install.log" 2>&1 || {
+        tail -20 "$HORIZON_VENV/install.log" >&2; echo "run-cloud: pip install failed" >&2; exit 1; }
+    rm -f "$HORIZON_VENV"/.installed-*
+    echo "$(( $(date +%s) - started ))" >"$stamp"
+    echo "run-cloud: Horizon installed in $(cat "$stamp") s" >&2
+}
+
+HORIZON_VENV=${TL_HORIZON_VENV:-$PWD/.horizon-venv}
+HORIZON_REQUIREMENTS=tools/cloud/horizon-requirements.txt
+export TL_HORIZON_VENV=$HORIZON_VENV
 if [[ " $* " != *" --down "* ]]; then
     install_cloud_venv
+    [[ " $* " == *" --no-horizon "* ]] || install_horizon_venv
 fi
 exec "$VENV/bin/python" -m trusted_launch.sandbox.cloud --venv "$VENV" "$@"

@@ -9,6 +9,7 @@ import sys
 from dataclasses import asdict
 
 from trusted_launch.sandbox.cloud.bringup import Cloud
+from trusted_launch.sandbox.cloud.horizon import default_venv
 from trusted_launch.sandbox.cloud.layout import REPO, CloudPaths
 from trusted_launch.sandbox.cloud.processes import CloudError
 
@@ -24,10 +25,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="the cloud's directory (default .cloud in the repository)")
     parser.add_argument("--venv", type=pathlib.Path, default=pathlib.Path(sys.prefix),
                         help="virtualenv holding the OpenStack services")
+    parser.add_argument("--horizon-venv", type=pathlib.Path, default=default_venv(),
+                        help="virtualenv holding Horizon (default .horizon-venv)")
+    parser.add_argument("--no-horizon", action="store_true",
+                        help="do not serve Horizon with the trusted-launch dashboard")
     args = parser.parse_args(argv)
     if args.purge and not args.down:
         parser.error("--purge goes with --down")
-    cloud = Cloud(CloudPaths(args.root, args.venv))
+    cloud = Cloud(CloudPaths(args.root, args.venv),
+                  None if args.no_horizon else args.horizon_venv)
     try:
         if args.down:
             stopped = cloud.down()
@@ -43,11 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({**asdict(report), "install_s": _install_seconds(args.venv),
                           "clouds_yaml": str(cloud.paths.clouds_yaml),
+                          "horizon_url": _horizon_url(cloud),
                           "log_dir": str(cloud.paths.log)}, indent=1))
     else:
         print(f"cloud up in {report.steps['bring_up_total']} s ({report.virt_type}); "
-              f"OS_CLIENT_CONFIG_FILE={cloud.paths.clouds_yaml} OS_CLOUD=tl-demo")
+              f"OS_CLIENT_CONFIG_FILE={cloud.paths.clouds_yaml} OS_CLOUD=tl-demo"
+              + (f"; dashboard {_horizon_url(cloud)}" if cloud.horizon else ""))
     return 0
+
+
+def _horizon_url(cloud: Cloud) -> str | None:
+    """Where the dashboard answers (None when the run does not serve it)."""
+    return cloud.state.url("horizon", "/") if cloud.horizon is not None else None
 
 
 def _install_seconds(venv: pathlib.Path) -> float | None:

@@ -26,6 +26,7 @@ from trusted_launch.sandbox.cloud.compute_hosts import (
     manufacture_once,
     swtpm_service,
 )
+from trusted_launch.sandbox.cloud.horizon import LOGIN_PATH, Horizon, make_reader_token
 from trusted_launch.sandbox.cloud.layout import REPO, CloudPaths, CloudState
 from trusted_launch.sandbox.cloud.processes import CloudError, ProcessTable, Service
 from trusted_launch.sandbox.cloud.readiness import http_answers, tcp_listens, wait_until
@@ -74,10 +75,11 @@ class Report:
 class Cloud:
     """One cloud under ``paths.root``."""
 
-    def __init__(self, paths: CloudPaths) -> None:
+    def __init__(self, paths: CloudPaths, horizon_venv: pathlib.Path | None = None) -> None:
         self.paths = paths
         paths.make()
         self.state = CloudState.load_or_create(paths.state_file)
+        self.horizon = Horizon(paths, self.state, horizon_venv) if horizon_venv else None
         self.table = ProcessTable(paths.run, paths.log)
         self.report = Report()
         self.hosts = compute_hosts({host: self.state.ports[f"swtpm-{host}"]
@@ -92,14 +94,15 @@ class Cloud:
         env.update(extra)
         return env
 
-    def run(self, name: str, argv: Sequence[str], timeout: float = 600) -> str:
+    def run(self, name: str, argv: Sequence[str], timeout: float = 600,
+            env: dict[str, str] | None = None) -> str:
         """Run a set-up command; CloudError with its output when it fails.
 
         Its command line and output go to log/setup-<name>.log, passwords masked.
         """
         try:
             result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                                    env=self._env(), check=False)
+                                    env=env or self._env(), check=False)
         except subprocess.TimeoutExpired:
             raise CloudError(f"{name}: {argv[0]} did not finish in {timeout:.0f} s") from None
         output = self._mask(result.stdout + result.stderr)
@@ -164,6 +167,8 @@ class Cloud:
         except Exception as exc:  # openstacksdk's errors: name the step, keep the reason
             raise CloudError(f"creating the cloud's objects failed: "
                              f"{type(exc).__name__}: {exc}") from exc
+        if self.horizon is not None:
+            self.phase("horizon", self._horizon)
         self.report.steps["bring_up_total"] = round(time.monotonic() - started, 2)
         return self.report
 
@@ -435,6 +440,22 @@ class Cloud:
         self.start(service, http_answers(self.state.url("ttp", "/"),
                                          verify=str(self._ttp_ca())),
                    port=self.state.ports["ttp"])
+
+    def _horizon(self) -> None:
+        """The dashboard with the trusted-launch plugin (doc/dashboard.md)."""
+        assert self.horizon is not None
+        self.horizon.configure(self._ttp_ca())
+        if not self.horizon.reader_token_file.exists():
+            make_reader_token([self.paths.bin("trusted-launch-ttp-manage"), "--config-file",
+                               str(self.paths.etc / "ttp" / "ttp.conf")],
+                              self.horizon.reader_token_file, self._env())
+        service = self.horizon.service()
+        if not self.table.alive(service.name):
+            self.horizon.prepare_static(
+                lambda argv, env, timeout: self.run("horizon", argv, timeout, env))
+        self.start(service, http_answers(self.state.url("horizon", LOGIN_PATH),
+                                         ok_statuses=(200,)),
+                   port=self.state.ports["horizon"])
 
     def _compute_host(self, host: ComputeHost) -> None:
         tpm = swtpm_service(host, self._tpm_state(host))

@@ -34,7 +34,7 @@ def _cloud_name() -> str:
 
 
 CLOUD_NAME = _cloud_name()
-PORT_NAMES = ("keystone", "glance", "placement", "nova", "neutron", "ttp")
+PORT_NAMES = ("keystone", "glance", "placement", "nova", "neutron", "ttp", "horizon")
 # swtpm needs two adjacent ports (server, control) per compute host.
 PORT_PAIR_NAMES = ("swtpm-tl-compute-high", "swtpm-tl-compute-low")
 PASSWORD_NAMES = ("admin", "demo", "service", "rabbit")

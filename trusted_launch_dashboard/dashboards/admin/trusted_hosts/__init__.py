@@ -1,0 +1,1 @@
+"""Admin dashboard panel: compute hosts by security profile and their attestation status."""

@@ -1,0 +1,1 @@
+"""Project dashboard panel: the trust status of the tenant's instances, trusted launch."""

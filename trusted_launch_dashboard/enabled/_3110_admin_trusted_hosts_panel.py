@@ -1,0 +1,5 @@
+"""Adds the Trusted Hosts panel to the Admin dashboard's Compute group."""
+PANEL = "trusted_hosts"
+PANEL_DASHBOARD = "admin"
+PANEL_GROUP = "compute"
+ADD_PANEL = "trusted_launch_dashboard.dashboards.admin.trusted_hosts.panel.TrustedHosts"
