@@ -6,6 +6,8 @@
 
 TL_TTP_CONF=$TRUSTED_LAUNCH_CONF_DIR/ttp.conf
 TL_TTP_URL=https://$SERVICE_HOST:$TRUSTED_LAUNCH_TTP_PORT
+TL_TTP_RPC_CONF=$TRUSTED_LAUNCH_CONF_DIR/ttp-rpc.conf
+TL_RECEIPT_KEY=$TRUSTED_LAUNCH_CONF_DIR/ttp-receipt-key.pem
 
 function install_trusted_launch {
     install_package swtpm swtpm-tools libtss2-dev tpm2-tools pkg-config genisoimage
@@ -57,7 +59,11 @@ function configure_trusted_launch_ttp {
         --database-url "sqlite:///$TRUSTED_LAUNCH_DATA_DIR/ttp.sqlite" \
         --data-dir "$TRUSTED_LAUNCH_DATA_DIR" \
         --ek-ca-files "/var/lib/swtpm-localca/issuercert.pem,/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem" \
-        --profile-dir "$TRUSTED_LAUNCH_DIR/examples/profiles"
+        --profile-dir "$TRUSTED_LAUNCH_DIR/examples/profiles" \
+        --rpc-ttp-url "$TL_TTP_URL" --rpc-topic "$TRUSTED_LAUNCH_TTP_RPC_TOPIC"
+    # trusted-launch-ttp-rpc's bus (a secret): its own file, never a command line.
+    (umask 077; printf '[DEFAULT]\ntransport_url = %s\n' "$(get_transport_url)" \
+        > "$TL_TTP_RPC_CONF")
     trusted-launch-ttp-manage --config-file "$TL_TTP_CONF" db sync
 }
 
@@ -70,7 +76,9 @@ function configure_trusted_launch_nova {
         --tcti "$(_trusted_launch_tcti)" --event-log "$TRUSTED_LAUNCH_EVENT_LOG" \
         --host-profile "$TRUSTED_LAUNCH_HOST_PROFILE" \
         --ak-certificate-file "$TRUSTED_LAUNCH_CONF_DIR/ak-cert.pem" \
-        --ttp-auth-token-file "$TRUSTED_LAUNCH_CONF_DIR/ttp-host-token"
+        --ttp-auth-token-file "$TRUSTED_LAUNCH_CONF_DIR/ttp-host-token" \
+        --ttp-transport "$TRUSTED_LAUNCH_TTP_TRANSPORT" \
+        --ttp-rpc-topic "$TRUSTED_LAUNCH_TTP_RPC_TOPIC" --ttp-receipt-key-file "$TL_RECEIPT_KEY"
 }
 
 function enroll_trusted_launch_host {
@@ -86,6 +94,10 @@ function enroll_trusted_launch_host {
         --tcti "$(_trusted_launch_tcti)" --ttp-ca-file "$TRUSTED_LAUNCH_CONF_DIR/ttp-cert.pem" \
         --ttp-token-file "$TRUSTED_LAUNCH_CONF_DIR/ttp-host-token" \
         --ak-cert-out "$TRUSTED_LAUNCH_CONF_DIR/ak-cert.pem"
+    # The TTP's receipt key (public): nova-compute checks releases against it and puts it
+    # on each trusted guest's config drive, where the guest agent checks its receipt.
+    trusted-launch configure ttp-receipt-key --ttp-url "$TL_TTP_URL" \
+        --ttp-ca-file "$TRUSTED_LAUNCH_CONF_DIR/ttp-cert.pem" --out "$TL_RECEIPT_KEY"
 }
 
 function create_trusted_launch_aggregates {
@@ -105,11 +117,16 @@ elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
 elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
     start_trusted_launch_swtpm
     run_process tl-ttp "$(which trusted-launch-ttp) --config-file $TL_TTP_CONF"
+    if [[ "$TRUSTED_LAUNCH_TTP_TRANSPORT" == rpc ]]; then
+        run_process tl-ttp-rpc "$(which trusted-launch-ttp-rpc) --config-file $TL_TTP_CONF \
+--config-file $TL_TTP_RPC_CONF"
+    fi
     enroll_trusted_launch_host
     create_trusted_launch_aggregates
 fi
 
 if [[ "$1" == "unstack" ]]; then
+    stop_process tl-ttp-rpc
     stop_process tl-ttp
     stop_process tl-swtpm
 fi

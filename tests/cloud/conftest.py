@@ -12,6 +12,7 @@ none tears it down (tools/run-tests.sh runs tests/cloud serially instead).
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import json
 import os
@@ -22,8 +23,11 @@ import subprocess
 
 import pytest
 
+from trusted_launch.demo.report import Recorder, ScenarioResult
 from trusted_launch.sandbox.cloud.bringup import Cloud
 from trusted_launch.sandbox.cloud.layout import REPO, CloudPaths
+from trusted_launch.sandbox.cloud.scenarios import Scenarios
+from trusted_launch.sandbox.cloud.scenarios import cloud_target as make_target
 
 RUN_CLOUD = REPO / "tools" / "run-cloud.sh"
 BRING_UP_TIMEOUT_S = 45 * 60  # a fresh machine installs the services first
@@ -108,3 +112,53 @@ def cloud(cloud_report) -> Cloud:
     """The running cloud: its paths, ports, passwords and an openstacksdk connection."""
     venv = pathlib.Path(os.environ.get("TL_CLOUD_VENV", REPO / ".cloud-venv"))
     return Cloud(CloudPaths(REPO / ".cloud", venv))
+
+
+@pytest.fixture(scope="session")
+def cloud_target(cloud):
+    """What the scenarios need to know about the cloud (guest image built and uploaded)."""
+    return make_target(cloud.paths.root, cloud.paths.venv)
+
+
+@pytest.fixture(scope="session")
+def domain_xml_dir(cloud_target) -> pathlib.Path:
+    """Where the scenario run leaves ``virsh dumpxml`` of its guests (for the secrets scan)."""
+    return pathlib.Path(cloud_target.work_dir) / "domain-xml"
+
+
+def dump_domain_xml(cloud: Cloud, directory: pathlib.Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, xml in cloud.domain_xml().items():
+        (directory / f"{name}.xml").write_text(xml)
+
+
+@pytest.fixture(scope="session")
+def scenario_run(cloud, cloud_target, domain_xml_dir) -> dict:
+    """The scenarios, run once per pytest run even under ``-n 2``: the first worker to get
+    here runs them; the other waits on the lock and reads what it recorded.
+
+    ``{"started_at": UTC ISO time, "results": [...]}``; before the run deletes its
+    servers, their domain XML is dumped into ``domain_xml_dir``.
+    """
+    directory = pathlib.Path(cloud_target.work_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+    recorded = directory / f"scenarios-{run_id}.json"
+    with open(directory / "scenarios.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not recorded.exists():
+            started = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+            recorder = Recorder()
+            shutil.rmtree(domain_xml_dir, ignore_errors=True)
+            Scenarios(cloud_target, recorder).run(
+                before_clean_up=lambda: dump_domain_xml(cloud, domain_xml_dir))
+            recorded.write_text(json.dumps({
+                "started_at": started.isoformat(),
+                "results": [r.to_json() for r in recorder.results]}))
+    return json.loads(recorded.read_text())
+
+
+@pytest.fixture(scope="session")
+def results(scenario_run) -> dict:
+    """The scenario results by name."""
+    return {item["name"]: ScenarioResult(**item) for item in scenario_run["results"]}

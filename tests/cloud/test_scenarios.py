@@ -2,56 +2,19 @@
 
 The scenarios run once per pytest run (launches run concurrently: guests
 under TCG take tens of seconds to boot) through the real clients, exactly as
-``trusted-launch demo --cloud`` runs them; each test then checks one outcome
-and the check or fault that names why, not just that something failed.
+``trusted-launch demo --cloud`` runs them (the ``results`` fixture in
+conftest.py); each test then checks one outcome and the check or fault that
+names why, not just that something failed.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-import pathlib
-
 import pytest
 
-from trusted_launch.demo.report import ACCEPTED, REFUSED, Recorder, ScenarioResult
-from trusted_launch.sandbox.cloud.layout import REPO
-from trusted_launch.sandbox.cloud.scenarios import SKIPPED, Scenarios
-from trusted_launch.sandbox.cloud.scenarios import cloud_target as make_target
+from trusted_launch.demo.report import ACCEPTED, REFUSED
+from trusted_launch.sandbox.cloud.scenarios import SKIPPED
 
 pytestmark = pytest.mark.timeout(2400)  # concurrent real-guest launches under TCG
-
-
-@pytest.fixture(scope="module")
-def cloud_target(request):
-    """The target of the cloud the ``cloud`` fixture (tests/cloud/conftest.py) brought up."""
-    try:
-        cloud = request.getfixturevalue("cloud")
-    except pytest.FixtureLookupError:
-        pytest.skip("no cloud: tests/cloud/conftest.py provides no 'cloud' fixture")
-    paths = getattr(cloud, "paths", None)
-    root = paths.root if paths else REPO / ".cloud"
-    venv = paths.venv if paths else pathlib.Path(os.environ.get("TL_CLOUD_VENV",
-                                                                REPO / ".cloud-venv"))
-    return make_target(root, venv)
-
-
-@pytest.fixture(scope="module")
-def results(cloud_target) -> dict:
-    """The scenarios, run once per pytest run even under ``-n 2``: the first worker to get
-    here runs them; the other waits on the lock and reads what it recorded."""
-    directory = pathlib.Path(cloud_target.work_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
-    recorded = directory / f"scenarios-{run_id}.json"
-    with open(directory / "scenarios.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not recorded.exists():
-            recorder = Recorder()
-            Scenarios(cloud_target, recorder).run()
-            recorded.write_text(json.dumps([r.to_json() for r in recorder.results]))
-    return {item["name"]: ScenarioResult(**item) for item in json.loads(recorded.read_text())}
 
 
 def outcome(results: dict, name: str, expected: str):
@@ -63,9 +26,29 @@ def outcome(results: dict, name: str, expected: str):
 
 def test_trusted_launch_accepted_on_the_high_host_and_guest_answers(results, cloud_target):
     result = outcome(results, "trusted_launch_accepted", ACCEPTED)
-    assert f"ACTIVE on {cloud_target.high_host} (profile high)" in result.reason
+    transport = cloud_target.transport(cloud_target.high_host)
+    assert f"ACTIVE on {cloud_target.high_host} (profile high; TTP over {transport})" in \
+        result.reason
     assert "the guest answered the tenant's challenge" in result.reason
     assert result.steps_ms["to_answer"] >= result.steps_ms["to_active"]
+
+
+def test_trusted_launch_accepted_on_the_low_host_over_its_transport(results, cloud_target):
+    result = outcome(results, "trusted_launch_accepted_on_low_host", ACCEPTED)
+    transport = cloud_target.transport(cloud_target.low_host)
+    assert f"ACTIVE on {cloud_target.low_host} (profile low; TTP over {transport})" in \
+        result.reason
+    assert "the guest answered the tenant's challenge and verified its receipt" in result.reason
+    assert "signature ok (key from config drive); verified: True" in result.reason
+
+
+def test_the_two_computes_use_both_transports(cloud_target, cloud_report):
+    transports = {cloud_target.transport(host) for host in (cloud_target.high_host,
+                                                              cloud_target.low_host)}
+    assert transports == {"https", "rpc"}, cloud_target.ttp_transports
+    assert {host: entry["ttp_transport"] for host, entry in cloud_report["computes"].items()
+            } == cloud_target.ttp_transports
+    assert cloud_report["services"]["ttp-rpc"]["ready_s"] >= 0
 
 
 def test_vm_challenge_verified_from_the_tenant_namespace(results, cloud_target):
@@ -113,6 +96,8 @@ def test_receipt_on_the_config_drive_checked_by_the_guest(results, cloud_target)
     result = outcome(results, "receipt_on_config_drive", ACCEPTED)
     assert f"receipt trusted for profile high on host {cloud_target.high_host}" in result.reason
     assert "bound to N: True" in result.reason
+    # The guest checked the TTP's signature with the key the host put on the config drive.
+    assert "signature ok (key from config drive); verified: True" in result.reason
 
 
 @pytest.mark.parametrize("name", ["hard_reboot_reattests", "stop_start_reattests"])

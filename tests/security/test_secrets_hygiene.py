@@ -8,7 +8,6 @@ searched for every encoding of every secret.
 
 from __future__ import annotations
 
-import base64
 import logging
 import secrets
 import time
@@ -17,6 +16,7 @@ import uuid
 import pytest
 from sqlalchemy import MetaData, create_engine, select
 
+from tests.fixtures.secrets_scan import encodings, leaks
 from trusted_launch.client.ttp_keys import fetch_ttp_key
 from trusted_launch.compute.errors import ImageDigestMismatch, LaunchRefused
 from trusted_launch.compute.launch import check_image_digest
@@ -25,23 +25,6 @@ from trusted_launch.crypto.token import LaunchToken, seal_token
 from trusted_launch.sandbox.hosts import ttp_client
 
 pytestmark = pytest.mark.swtpm
-
-
-def encodings(secret: bytes) -> list[bytes]:
-    """Every form a 32-byte secret could take in text or binary output."""
-    std = base64.b64encode(secret)
-    url = base64.urlsafe_b64encode(secret)
-    return [secret, secret.hex().encode(), secret.hex().upper().encode(), std,
-            std.rstrip(b"="), url, url.rstrip(b"="), secret.hex()[:16].encode(),
-            repr(secret).encode()]
-
-
-def leaks(haystack: bytes | str, secret_list: list[bytes]) -> list[str]:
-    """Which secrets (by index and form) occur in ``haystack``."""
-    data = haystack.encode("utf-8", "surrogateescape") if isinstance(haystack, str) \
-        else haystack
-    return [f"secret {i} as {form!r}"[:60] for i, secret in enumerate(secret_list)
-            for form in encodings(secret) if form in data]
 
 
 def _database_dump(ttp) -> list[bytes]:

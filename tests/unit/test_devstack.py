@@ -104,3 +104,62 @@ def test_ttp_config_is_complete_and_reloadable(tmp_path):
     ini = IniFile(conf)
     assert ini.get("key_store", "key_dir") == "/var/lib/tl/keys"
     assert ini.get("enrollment", "ek_ca_files") == "/a.pem,/b.pem"
+
+
+def _compute_argv(conf, *extra: str) -> list[str]:
+    return ["configure", "nova-compute", "--config-file", str(conf), *SHARED,
+            "--tcti", "swtpm:port=2321", "--event-log", "/tmp/log", "--host-profile", "low",
+            "--ak-certificate-file", "/etc/ak.pem", *extra]
+
+
+def test_compute_over_rpc_names_topic_and_receipt_key(tmp_path):
+    conf = tmp_path / "nova-cpu.conf"
+    argv = _compute_argv(conf, "--ttp-transport", "rpc", "--ttp-rpc-topic", "tl_ttp",
+                         "--ttp-receipt-key-file", "/etc/trusted-launch/receipt.pem")
+    assert main(argv) == 0
+    first = conf.read_text()
+    assert main(argv) == 0 and conf.read_text() == first
+    ini = IniFile(conf)
+    assert ini.get("trusted_launch", "ttp_transport") == "rpc"
+    assert ini.get("trusted_launch", "ttp_rpc_topic") == "tl_ttp"
+    assert ini.get("trusted_launch", "ttp_receipt_key_file") == "/etc/trusted-launch/receipt.pem"
+    assert "transport_url" not in conf.read_text()  # the bus stays [DEFAULT]'s
+
+
+def test_compute_over_https_is_the_default(tmp_path):
+    conf = tmp_path / "nova-cpu.conf"
+    assert main(_compute_argv(conf)) == 0
+    ini = IniFile(conf)
+    assert ini.get("trusted_launch", "ttp_transport") == "https"
+    assert ini.get("trusted_launch", "ttp_receipt_key_file") is None
+
+
+def test_compute_over_rpc_without_a_receipt_key_is_refused(tmp_path, capsys):
+    conf = tmp_path / "nova-cpu.conf"
+    conf.write_text("[DEFAULT]\n")
+    assert main(_compute_argv(conf, "--ttp-transport", "rpc")) == 1
+    assert "rpc needs the TTP's receipt key file" in capsys.readouterr().err
+    assert conf.read_text() == "[DEFAULT]\n"
+
+
+def test_ttp_config_with_the_rpc_server(tmp_path, capsys):
+    conf = tmp_path / "ttp.conf"
+    base = ["configure", "ttp", "--config-file", str(conf), "--bind-host", "127.0.0.1",
+            "--bind-port", "9443", "--cert-file", "/c.pem", "--key-file", "/k.pem",
+            "--database-url", "sqlite:////tmp/ttp.sqlite", "--data-dir", "/var/lib/tl",
+            "--ek-ca-files", "/a.pem", "--profile-dir", "/profiles"]
+    assert main([*base, "--rpc-ttp-url", "https://127.0.0.1:9443", "--rpc-topic", "t"]) == 0
+    ini = IniFile(conf)
+    assert ini.get("rpc", "ttp_url") == "https://127.0.0.1:9443"
+    assert ini.get("rpc", "topic") == "t"
+    assert main([*base, "--rpc-ttp-url", "http://127.0.0.1:9443"]) == 1
+    assert "is not an https:// URL" in capsys.readouterr().err
+
+
+def test_plugin_runs_the_rpc_server_and_fetches_the_receipt_key():
+    text = PLUGIN.read_text()
+    for needle in ("trusted-launch configure ttp-receipt-key", "run_process tl-ttp-rpc",
+                   '--ttp-transport "$TRUSTED_LAUNCH_TTP_TRANSPORT"', "stop_process tl-ttp-rpc"):
+        assert needle in text, needle
+    assert "TRUSTED_LAUNCH_TTP_TRANSPORT=${TRUSTED_LAUNCH_TTP_TRANSPORT:-https}" in (
+        ROOT / "devstack" / "settings").read_text()

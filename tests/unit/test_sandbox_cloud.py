@@ -40,6 +40,35 @@ def test_a_running_service_is_reused_and_its_whole_group_stopped(tmp_path):
     assert not alive, f"processes of the group left: {alive}"
 
 
+def test_a_changed_configuration_file_restarts_the_service(tmp_path):
+    table = ProcessTable(tmp_path / "run", tmp_path / "log")
+    conf = tmp_path / "nova.conf"
+    conf.write_text("[trusted_launch]\nttp_transport = https\n")
+    service = Service("configured", ["sleep", "300"], config_files=(conf,))
+    pid, started = table.start(service)
+    assert started and table.start(service) == (pid, False)
+    conf.write_text("[trusted_launch]\nttp_transport = https\n")  # rewritten, same bytes
+    assert table.start(service) == (pid, False)
+    conf.write_text("[trusted_launch]\nttp_transport = rpc\n")
+    assert table.config_changed(service)
+    new_pid, restarted = table.start(service)
+    assert restarted and new_pid != pid and table.pid("configured") == new_pid
+    assert not table.config_changed(service)
+    assert "configuration changed: restarting" in table.log_file("configured").read_text()
+    table.stop("configured")
+    assert not (tmp_path / "run" / "configured.config-digest").exists()
+
+
+def test_a_service_started_before_its_configuration_was_tracked_restarts(tmp_path):
+    table = ProcessTable(tmp_path / "run", tmp_path / "log")
+    pid, _ = table.start(Service("old", ["sleep", "300"]))
+    tracked = Service("old", ["sleep", "300"], config_files=(tmp_path / "missing.conf",))
+    new_pid, restarted = table.start(tracked)
+    assert restarted and new_pid != pid
+    assert table.start(tracked) == (new_pid, False)
+    table.stop("old")
+
+
 def test_a_service_that_exits_is_named_with_its_log_tail(tmp_path):
     table = ProcessTable(tmp_path / "run", tmp_path / "log")
     table.start(Service("broken", ["sh", "-c", "echo cannot bind port; exit 3"]))

@@ -46,7 +46,28 @@ def register(subparsers) -> None:
     compute.add_argument("--ttp-auth-token-file", type=pathlib.Path,
                          help="this host's TTP API token (role host), made by "
                               "`trusted-launch-ttp-manage token create --role host`")
+    compute.add_argument("--ttp-transport", choices=("https", "rpc"), default="https",
+                         help="how this host sends its requests to the TTP (rpc: "
+                              "oslo.messaging on [DEFAULT] transport_url, served by "
+                              "trusted-launch-ttp-rpc; needs --ttp-receipt-key-file)")
+    compute.add_argument("--ttp-rpc-topic",
+                         help="the TTP's RPC topic (its [rpc] topic; default "
+                              "trusted_launch_ttp)")
+    compute.add_argument("--ttp-receipt-key-file", type=pathlib.Path,
+                         help="the TTP's receipt public key (PEM, `trusted-launch configure "
+                              "ttp-receipt-key` fetches it): releases are checked against "
+                              "the TTP's signed receipt, and guests get it on the config "
+                              "drive to check their receipt")
     compute.set_defaults(func=compute_command)
+    receipt_key = targets.add_parser(
+        "ttp-receipt-key", help="fetch the TTP's receipt public key (GET /v1/keys over "
+                                "verified HTTPS) into a file for nova-compute")
+    receipt_key.add_argument("--ttp-url", required=True, help="the TTP's https:// base URL")
+    receipt_key.add_argument("--ttp-ca-file", required=True, type=pathlib.Path,
+                             help="CA bundle of the TTP's HTTPS certificate")
+    receipt_key.add_argument("--out", required=True, type=pathlib.Path,
+                             help="PEM file to write (mode 0600)")
+    receipt_key.set_defaults(func=receipt_key_command)
     ttp = targets.add_parser("ttp", help="write ttp.conf")
     ttp.add_argument("--config-file", required=True, type=pathlib.Path)
     ttp.add_argument("--bind-host", required=True)
@@ -60,6 +81,11 @@ def register(subparsers) -> None:
     ttp.add_argument("--ek-ca-files", required=True,
                      type=lambda text: [pathlib.Path(p) for p in _comma_list(text)])
     ttp.add_argument("--profile-dir", required=True, type=pathlib.Path)
+    ttp.add_argument("--rpc-ttp-url",
+                     help="[rpc] ttp_url for trusted-launch-ttp-rpc: this TTP's https:// URL "
+                          "as hosts allow it (its [DEFAULT] transport_url, a secret, is not "
+                          "taken on a command line)")
+    ttp.add_argument("--rpc-topic", help="[rpc] topic (default trusted_launch_ttp)")
     ttp.set_defaults(func=ttp_command)
 
 
@@ -80,7 +106,9 @@ def compute_command(args: argparse.Namespace) -> int:
     from trusted_launch.deploy.nova_ttp import ComputeHostSettings, configure_nova_compute
 
     host = ComputeHostSettings(args.tcti, args.event_log, args.host_profile,
-                               args.ak_certificate_file, args.ttp_auth_token_file)
+                               args.ak_certificate_file, args.ttp_auth_token_file,
+                               args.ttp_transport, args.ttp_rpc_topic,
+                               args.ttp_receipt_key_file)
     configure_nova_compute(args.config_file, _shared(args), host)
     return 0
 
@@ -90,5 +118,13 @@ def ttp_command(args: argparse.Namespace) -> int:
 
     configure_ttp(args.config_file, TTPSettings(
         args.bind_host, args.bind_port, args.cert_file, args.key_file, args.database_url,
-        args.data_dir, args.ek_ca_files, args.profile_dir))
+        args.data_dir, args.ek_ca_files, args.profile_dir, args.rpc_ttp_url, args.rpc_topic))
+    return 0
+
+
+def receipt_key_command(args: argparse.Namespace) -> int:
+    from trusted_launch.deploy.nova_ttp import fetch_receipt_key
+
+    key_id = fetch_receipt_key(args.ttp_url, args.ttp_ca_file, args.out)
+    print(f"receipt key {key_id} of {args.ttp_url} written to {args.out}")
     return 0

@@ -133,7 +133,7 @@ from trusted_launch.compute.launch_request import (
 from trusted_launch.compute.nonce_injection import PendingNonces, create_config_drive_with_nonce
 from trusted_launch.compute.notifications import AttestationNotifier
 from trusted_launch.compute.relaunch import TrustedRelaunchRefused, check_or_commit
-from trusted_launch.compute.release_receipt import load_receipt_keys
+from trusted_launch.compute.release_receipt import load_receipt_keys, receipt_key_pem
 from trusted_launch.compute.ttp_client import BaseTTPClient, check_ttp_url, make_ttp_client
 from trusted_launch.conf import compute as compute_conf
 from trusted_launch.conf import scheduler as scheduler_conf
@@ -246,6 +246,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         self.base_image_digests = BaseImageDigests()
         self._pending_nonces = PendingNonces()
         self._pending_receipts: dict[str, bytes] = {}
+        self._receipt_key_pem: bytes | None = None  # public; guests check receipts with it
         self._image_keys: dict[str, EncryptedRoot] = {}  # repr hides each key
         self._launching: dict[str, TrustedLaunchRequest] = {}
         self._relaunching: dict[str, str] = {}  # instance uuid -> the operation starting it
@@ -285,6 +286,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             read_event_log=make_event_log_reader(group.event_log_path),
             bind_key_pcrs=group.bind_key_pcrs, receipt_keys=receipt_keys)
         self.host_security_profile = group.host_security_profile
+        self._receipt_key_pem = receipt_key_pem(receipt_keys)
         self.notifier = AttestationNotifier(conf=CONF)
         self.pool_refiller.start()
         self.host_monitor = self._start_host_monitor(device, group.host_name or host)
@@ -406,7 +408,8 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
             return super()._create_configdrive(context, instance, injection_info,
                                                rescue=rescue)
         create_config_drive_with_nonce(self, context, instance, injection_info, nonce,
-                                       receipt=self._pending_receipts.pop(instance.uuid, None))
+                                       receipt=self._pending_receipts.pop(instance.uuid, None),
+                                       receipt_key=self._receipt_key_pem)
         return None
 
     # Starting a launched guest again: moves, reboots, power on ----------------------

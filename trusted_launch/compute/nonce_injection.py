@@ -8,6 +8,9 @@ metadata, a server metadata item, an injected file or a log argument, so it
 cannot reach Nova's database, notifications, the metadata API or the domain
 XML. The file ``trusted_launch/nonce`` (64 hex characters and a newline, see
 :mod:`trusted_launch.crypto.nonce`) is where the guest agent looks for it.
+Beside it go the TTP's signed receipt of the launch (``receipt.json``) and,
+when the host has it, the TTP's receipt public key (``receipt_key.pem``), with
+which the guest agent checks that receipt's signature.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from trusted_launch.crypto.nonce import encode_nonce
 #: Path of N inside the config drive (the guest agent reads it from there).
 NONCE_PATH = "trusted_launch/nonce"
 RECEIPT_PATH = "trusted_launch/receipt.json"
+#: The TTP's receipt public key (PEM): the guest agent verifies receipt.json with it.
+RECEIPT_KEY_PATH = "trusted_launch/receipt_key.pem"
 
 
 class PendingNonces:
@@ -55,16 +60,20 @@ def nonce_builder_class(base: type) -> type:
     """
 
     class NonceConfigDriveBuilder(base):
-        def __init__(self, instance_md, nonce: bytes, receipt: bytes | None = None) -> None:
+        def __init__(self, instance_md, nonce: bytes, receipt: bytes | None = None,
+                     receipt_key: bytes | None = None) -> None:
             super().__init__(instance_md=instance_md)
             self._nonce_file = encode_nonce(nonce)
             self._receipt = receipt
+            self._receipt_key = receipt_key if receipt is not None else None
 
         def _write_md_files(self, basedir: str) -> None:
             super()._write_md_files(basedir)
             _write_private(os.path.join(basedir, NONCE_PATH), self._nonce_file)
             if self._receipt is not None:
                 _write_private(os.path.join(basedir, RECEIPT_PATH), self._receipt)
+            if self._receipt_key is not None:
+                _write_private(os.path.join(basedir, RECEIPT_KEY_PATH), self._receipt_key)
 
     return NonceConfigDriveBuilder
 
@@ -78,13 +87,15 @@ def _write_private(path: str, data: bytes) -> None:
 
 def create_config_drive_with_nonce(driver, context, instance, injection_info, nonce: bytes,
                                    *, receipt: bytes | None = None,
+                                   receipt_key: bytes | None = None,
                                    rescue: bool = False) -> None:
     """Nova 34's ``LibvirtDriver._create_configdrive`` plus the nonce file.
 
     Mirrors the upstream method step by step (device metadata, builder over
     ``InstanceMetadata``, local image, import into the image backend) so the
     drive is the one Nova would build, with ``trusted_launch/nonce`` added (and
-    the TTP's signed launch receipt as ``trusted_launch/receipt.json``, if any).
+    the TTP's signed launch receipt as ``trusted_launch/receipt.json``, if any, and the
+    TTP's receipt public key ``receipt_key`` as ``trusted_launch/receipt_key.pem``).
     """
     from nova.api.metadata import base as instance_metadata
     from nova.virt import configdrive
@@ -108,7 +119,8 @@ def create_config_drive_with_nonce(driver, context, instance, injection_info, no
     local_path = os.path.join(libvirt_utils.get_instance_path(instance), name)
     log.info("Creating config drive with the trusted launch nonce at %(path)s",
              {"path": local_path}, instance=instance)
-    builder = nonce_builder_class(configdrive.ConfigDriveBuilder)(inst_md, nonce, receipt)
+    builder = nonce_builder_class(configdrive.ConfigDriveBuilder)(inst_md, nonce, receipt,
+                                                                  receipt_key)
     with builder:
         try:
             builder.make_drive(local_path)

@@ -23,6 +23,7 @@ from trusted_launch.crypto.receipt import (
     ReceiptError,
     check_binding,
     load_receipt_public_key,
+    public_key_pem,
     receipt_key_id,
     verify_receipt,
 )
@@ -51,6 +52,13 @@ def load_receipt_keys(path: str | None, *, required: bool) -> ReceiptKeys | None
     except ReceiptError as exc:
         raise ValueError(f"[trusted_launch] ttp_receipt_key_file {path}: {exc}") from None
     return {receipt_key_id(key): key}
+
+
+def receipt_key_pem(keys: ReceiptKeys | None) -> bytes | None:
+    """The PEM of the (one) pinned receipt key, for the guest's config drive; None if unset."""
+    if not keys:
+        return None
+    return public_key_pem(next(iter(keys.values()))).encode("ascii")
 
 
 def check_release_receipt(receipt: object, keys: ReceiptKeys, *, launch_id: str, host: str,

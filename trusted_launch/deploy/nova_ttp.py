@@ -21,6 +21,7 @@ NOVA_DEFAULT_ENABLED_FILTERS = ("ComputeFilter", "ComputeCapabilitiesFilter",
                                 "ImagePropertiesFilter", "ServerGroupAntiAffinityFilter",
                                 "ServerGroupAffinityFilter")
 COMPUTE_DRIVER = "trusted_launch.driver.TrustedLibvirtDriver"
+TTP_TRANSPORTS = ("https", "rpc")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class ComputeHostSettings:
     host_profile: str
     ak_certificate_file: pathlib.Path
     ttp_auth_token_file: pathlib.Path | None = None
+    ttp_transport: str = "https"
+    ttp_rpc_topic: str | None = None
+    ttp_receipt_key_file: pathlib.Path | None = None
 
 
 def _set_shared(conf: IniFile, settings: TrustedLaunchSettings) -> None:
@@ -85,7 +89,24 @@ def configure_nova_compute(path: pathlib.Path, settings: TrustedLaunchSettings,
     conf.set("trusted_launch", "ak_certificate_file", str(host.ak_certificate_file))
     if host.ttp_auth_token_file is not None:
         conf.set("trusted_launch", "ttp_auth_token_file", str(host.ttp_auth_token_file))
+    _set_transport(conf, host)
     conf.write()
+
+
+def _set_transport(conf: IniFile, host: ComputeHostSettings) -> None:
+    """[trusted_launch] ttp_transport and what RPC needs (the TTP's receipt key)."""
+    if host.ttp_transport not in TTP_TRANSPORTS:
+        raise ValueError(f"TTP transport {host.ttp_transport!r} is not one of "
+                         f"{','.join(TTP_TRANSPORTS)}")
+    if host.ttp_transport == "rpc" and host.ttp_receipt_key_file is None:
+        raise ValueError("TTP transport rpc needs the TTP's receipt key file "
+                         "(--ttp-receipt-key-file): over the bus only the TTP's signed "
+                         "receipt authenticates its answer")
+    conf.set("trusted_launch", "ttp_transport", host.ttp_transport)
+    if host.ttp_rpc_topic is not None:
+        conf.set("trusted_launch", "ttp_rpc_topic", host.ttp_rpc_topic)
+    if host.ttp_receipt_key_file is not None:
+        conf.set("trusted_launch", "ttp_receipt_key_file", str(host.ttp_receipt_key_file))
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,8 @@ class TTPSettings:
     data_dir: pathlib.Path
     ek_ca_files: Sequence[pathlib.Path]
     profile_dir: pathlib.Path
+    rpc_ttp_url: str | None = None
+    rpc_topic: str | None = None
 
 
 def configure_ttp(path: pathlib.Path, settings: TTPSettings) -> None:
@@ -115,4 +138,32 @@ def configure_ttp(path: pathlib.Path, settings: TTPSettings) -> None:
     conf.set("key_store", "attestation_ca_key", str(settings.data_dir / "ak-ca.key"))
     conf.set("enrollment", "ek_ca_files", ",".join(str(p) for p in settings.ek_ca_files))
     conf.set("attestation", "profile_dir", str(settings.profile_dir))
+    if settings.rpc_ttp_url is not None:
+        # trusted-launch-ttp-rpc; its [DEFAULT] transport_url (a secret) the installer
+        # writes itself, never through a command line.
+        if not settings.rpc_ttp_url.startswith("https://"):
+            raise ValueError(f"TTP URL {settings.rpc_ttp_url!r} is not an https:// URL")
+        conf.set("rpc", "ttp_url", settings.rpc_ttp_url)
+    if settings.rpc_topic is not None:
+        conf.set("rpc", "topic", settings.rpc_topic)
     conf.write()
+
+
+def fetch_receipt_key(ttp_url: str, ca_file: pathlib.Path, path: pathlib.Path) -> str:
+    """Write the TTP's receipt public key (GET /v1/keys over verified HTTPS) to ``path``.
+
+    The file is written 0600 (nova-compute reads it as its owner); the key id is
+    returned. ValueError when the TTP publishes no usable receipt key.
+    """
+    from trusted_launch.client.errors import ReceiptUnavailable
+    from trusted_launch.client.receipts import fetch_receipt_keys
+    from trusted_launch.crypto.receipt import public_key_pem
+    from trusted_launch.ttp.keystore import write_private_file
+
+    try:
+        keys = fetch_receipt_keys(ttp_url, ca_file=str(ca_file))
+    except ReceiptUnavailable as exc:
+        raise ValueError(f"receipt key of {ttp_url}: {exc}") from None
+    key_id, key = next(iter(keys.items()))  # the TTP lists its current key first
+    write_private_file(path, public_key_pem(key).encode("ascii"))
+    return key_id

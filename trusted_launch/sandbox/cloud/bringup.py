@@ -1,12 +1,14 @@
 """Bring the cloud up (idempotently) and tear it down.
 
 Order: databases and the RabbitMQ vhost, keystone (then the catalog and
-clouds.yaml), glance, placement, nova's control services, neutron, the TTP,
-the tenant network's wire, then per compute host its swtpm (booted and
-enrolled), libvirtd, macvtap agent and nova-compute; last the cloud's
-objects (aggregates, flavors, image, provider network).  Every process is
-checked for readiness before the next step; a failure names the service and
-shows the tail of its log.
+clouds.yaml), glance, placement, nova's control services, neutron, the TTP
+(over HTTPS, and its RPC server on the cloud's RabbitMQ) and its receipt key
+for the computes, the tenant network's wire, then per compute host its swtpm
+(booted and enrolled), libvirtd, macvtap agent and nova-compute; last the
+cloud's objects (aggregates, flavors, image, provider network).  Every
+process is checked for readiness before the next step; a failure names the
+service and shows the tail of its log.  A service whose configuration files
+changed since it started is restarted.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from trusted_launch.sandbox.cloud import configs, hypervisor, identity, network
 from trusted_launch.sandbox.cloud.compute_hosts import (
@@ -43,6 +46,10 @@ COMPUTE_TIMEOUT_S = 600.0
 TINY_IMAGE = "tl-tiny"
 FLAVORS = {"tl.tiny": (1, 128, 1), "tl.small": (1, 1024, 3)}  # vcpus, MiB, GiB
 NETWORK = "tl-net"
+TTP_RPC_TOPIC = "trusted_launch_ttp"
+#: How each compute host reaches the TTP: the low host over RPC (its refusals and an
+#: accepted profile-low launch cross the bus), the high host over HTTPS.
+TTP_TRANSPORTS = {"tl-compute-high": "https", "tl-compute-low": "rpc"}
 # What the tenant's namespace may open on its guests: ping and the guest agent.
 TENANT_INGRESS = ({"protocol": "icmp"},
                   {"protocol": "tcp", "port_range_min": 8950, "port_range_max": 8950})
@@ -65,6 +72,7 @@ class Report:
     phases: dict[str, float] = field(default_factory=dict)
     virt_type: str = ""
     virt_type_reason: str = ""
+    computes: dict[str, dict] = field(default_factory=dict)  # host: profile, TTP transport
 
     def service(self, name: str, seconds: float, started: bool, port: int | None = None,
                 ) -> None:
@@ -134,6 +142,12 @@ class Cloud:
         seconds = wait_until(service.name, check, timeout, self.table)
         self.report.service(service.name, seconds, started, port)
 
+    def start_nova(self, service: Service, binary: str, host: str) -> None:
+        """A Nova service, ready once it reported after this start (a restarted one's old
+        record stays "up" for a while)."""
+        since = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=1)
+        self.start(service, self._nova_service_up(binary, host, since), COMPUTE_TIMEOUT_S)
+
     def connection(self, cloud: str = identity.ADMIN_CLOUD):
         import openstack
 
@@ -159,6 +173,7 @@ class Cloud:
         self.phase("nova", self._nova_control)
         self.phase("neutron", self._neutron)
         self.phase("ttp", self._ttp)
+        self.phase("ttp_rpc", self._ttp_rpc)
         self.phase("tenant_network", network.create)
         for host in self.hosts:
             self.phase(host.name, lambda host=host: self._compute_host(host))
@@ -259,6 +274,7 @@ class Cloud:
         shutil.copy(p.venv / "etc" / "nova" / "api-paste.ini", self._conf("nova", "."))
         configs.write_ini(self._conf("neutron", "neutron.conf"), configs.neutron(p, s))
         configs.write_ini(self._conf("neutron", "plugins/ml2/ml2_conf.ini"), configs.ml2())
+        configs.write_ini(self._conf("ttp", "ttp-rpc.conf"), configs.ttp_rpc(s))
         for host in self.hosts:
             configs.write_ini(self._conf("neutron", f"macvtap-{host.name}.ini"),
                               configs.macvtap_agent(host.name, network.HOST_INTERFACE))
@@ -285,13 +301,22 @@ class Cloud:
         self.run("configure", [tool, "configure", "nova-scheduler", "--config-file",
                                str(self._conf("nova", "nova.conf")), *shared])
         for host in self.hosts:
+            transport = TTP_TRANSPORTS[host.name]
             self.run("configure", [
                 tool, "configure", "nova-compute", "--config-file",
                 str(self._conf("nova", f"nova-compute-{host.name}.conf")), *shared,
                 "--tcti", host.tcti, "--event-log", str(host.event_log),
                 "--host-profile", host.profile,
                 "--ak-certificate-file", str(self._ak_cert(host)),
-                "--ttp-auth-token-file", str(self._host_token(host))])
+                "--ttp-auth-token-file", str(self._host_token(host)),
+                "--ttp-transport", transport, "--ttp-rpc-topic", TTP_RPC_TOPIC,
+                "--ttp-receipt-key-file", str(self._receipt_key())])
+            self.report.computes[host.name] = {"profile": host.profile,
+                                               "ttp_transport": transport}
+
+    def _receipt_key(self) -> pathlib.Path:
+        """The TTP's receipt public key as the computes read it (fetched once the TTP runs)."""
+        return self.paths.etc / "nova" / "ttp-receipt-key.pem"
 
     def _register(self, host: ComputeHost) -> None:
         """The operator's consent: register the host's EK at the TTP, make its host token.
@@ -373,19 +398,29 @@ class Cloud:
         self.once("nova-db", setup)
         conf_dir = self._conf("nova", "")
         api = Service("nova", [self.paths.bin("gunicorn")], cwd=conf_dir,
-                      env=self._env(OS_NOVA_CONFIG_DIR=str(conf_dir)))
+                      env=self._env(OS_NOVA_CONFIG_DIR=str(conf_dir)),
+                      config_files=(pathlib.Path(conf),))
         self.start(api, http_answers(self.state.url("nova", "/")), port=self.state.ports["nova"])
         for binary in ("nova-conductor", "nova-scheduler"):
             service = Service(binary, [self.paths.bin(binary), "--config-file", conf],
-                              env=self._env())
-            self.start(service, self._nova_service_up(binary, "*"), COMPUTE_TIMEOUT_S)
+                              env=self._env(), config_files=(pathlib.Path(conf),))
+            self.start_nova(service, binary, "*")
 
-    def _nova_service_up(self, binary: str, host: str) -> Callable[[], bool]:
+    def _nova_service_up(self, binary: str, host: str, since: datetime
+                         ) -> Callable[[], bool]:
+        """A check: ``binary`` on ``host`` ("*": any) is up and reported after ``since``
+        (UTC)."""
         conn = self.connection()
+
+        def reported_since(updated_at: str | None) -> bool:
+            try:
+                return datetime.fromisoformat(updated_at or "").replace(tzinfo=None) >= since
+            except ValueError:
+                return False
 
         def check() -> bool:
             return any(s.binary == binary and s.state == "up" and host in ("*", s.host)
-                       for s in conn.compute.services())
+                       and reported_since(s.updated_at) for s in conn.compute.services())
         return check
 
     def _neutron(self) -> None:
@@ -431,15 +466,50 @@ class Cloud:
                          f"postgresql+psycopg2://postgres@127.0.0.1:5432/{TTP_DATABASE}",
                          "--data-dir", str(data_dir), "--ek-ca-files",
                          ",".join(str(path) for path in ca.ek_ca_certs),
-                         "--profile-dir", str(REPO / "examples" / "profiles")])
+                         "--profile-dir", str(REPO / "examples" / "profiles"),
+                         "--rpc-ttp-url", self.state.url("ttp"), "--rpc-topic", TTP_RPC_TOPIC])
         self.once("ttp-db", lambda: self.run("ttp", [
             self.paths.bin("trusted-launch-ttp-manage"), "--config-file", str(conf),
             "db", "sync"]))
         service = Service("ttp", [self.paths.bin("trusted-launch-ttp"), "--config-file",
-                                  str(conf)], env=self._env())
+                                  str(conf)], env=self._env(), config_files=(conf,))
         self.start(service, http_answers(self.state.url("ttp", "/"),
                                          verify=str(self._ttp_ca())),
                    port=self.state.ports["ttp"])
+        # The computes' copy of the TTP's receipt key, by the command DevStack runs too.
+        self.run("ttp", [self.paths.bin("trusted-launch"), "configure", "ttp-receipt-key",
+                         "--ttp-url", self.state.url("ttp"), "--ttp-ca-file",
+                         str(self._ttp_ca()), "--out", str(self._receipt_key())])
+
+    def _ttp_rpc(self) -> None:
+        """trusted-launch-ttp-rpc on the cloud's RabbitMQ, beside the HTTPS TTP (same
+        ttp.conf, database and keys; its bus in ttp-rpc.conf)."""
+        confs = (self.paths.etc / "ttp" / "ttp.conf", self._conf("ttp", "ttp-rpc.conf"))
+        service = Service("ttp-rpc", [self.paths.bin("trusted-launch-ttp-rpc"),
+                                      *(arg for conf in confs
+                                        for arg in ("--config-file", str(conf)))],
+                          env=self._env(), config_files=confs)
+        self.start(service, self._ttp_rpc_answers())
+
+    def _ttp_rpc_answers(self) -> Callable[[], bool]:
+        """A check: a real RPC call on the TTP's topic is answered (a host no one enrolled
+        is refused by name: the server is serving)."""
+        from trusted_launch.compute.errors import AttestationRefused, TTPUnreachable
+        from trusted_launch.compute.ttp_rpc_client import RPCTTPClient
+        from trusted_launch.sandbox.ttp_rpc_process import PROBE_HOST, rpc_transport
+
+        client = RPCTTPClient(self.state.url("ttp"), rpc_transport(configs.transport_url(
+            self.state)), topic=TTP_RPC_TOPIC, timeout=5.0, retries=0)
+
+        def check() -> bool:
+            try:
+                client.host_challenge(PROBE_HOST)
+            except AttestationRefused:
+                return True
+            except TTPUnreachable:
+                return False
+            return True
+        return check
 
     def _horizon(self) -> None:
         """The dashboard with the trusted-launch plugin (doc/dashboard.md)."""
@@ -486,8 +556,9 @@ class Cloud:
         (self.paths.data / host.name / "instances").mkdir(parents=True, exist_ok=True)
         compute = Service(f"nova-compute-{host.name}", hypervisor.in_namespace(
             self.table.pid(libvirtd.name),
-            [self.paths.bin("nova-compute"), "--config-file", str(conf)]), env=self._env())
-        self.start(compute, self._nova_service_up("nova-compute", host.name), COMPUTE_TIMEOUT_S)
+            [self.paths.bin("nova-compute"), "--config-file", str(conf)]), env=self._env(),
+            config_files=(conf, self._receipt_key()))
+        self.start_nova(compute, "nova-compute", host.name)
 
     def _agent_alive(self, host: str) -> Callable[[], bool]:
         conn = self.connection()
@@ -547,6 +618,20 @@ class Cloud:
                 demo.network.create_security_group_rule(
                     security_group_id=group.id, direction="ingress", ethertype="IPv4",
                     remote_ip_prefix=network.TENANT_CIDR, **rule)
+
+    def domain_xml(self) -> dict[str, str]:
+        """``{"<host>-<domain>": virsh dumpxml --security-info}`` of every guest each
+        compute's libvirtd defines (what a secrets scan searches)."""
+        dumps = {}
+        for host in self.hosts:
+            pid = self.table.pid(f"libvirtd-{host.name}")
+            if pid is None:
+                continue
+            for domain in hypervisor.virsh(pid, "list", "--all", "--name").stdout.split():
+                xml = hypervisor.virsh(pid, "dumpxml", "--security-info", domain)
+                if xml.returncode == 0:
+                    dumps[f"{host.name}-{domain}"] = xml.stdout
+        return dumps
 
     # -- tear-down --------------------------------------------------------------------
     def down(self) -> list[str]:

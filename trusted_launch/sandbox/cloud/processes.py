@@ -3,12 +3,15 @@
 A process is started in its own session, so that stopping it signals its
 whole process group (gunicorn workers, a shell's children).  A pid file whose
 process still runs the same command is reused: that makes a second bring-up
-a no-op for services already running.
+a no-op for services already running.  A service that names its
+configuration files is restarted when they changed since it was started
+(their digest is kept beside the pid file).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pathlib
 import signal
@@ -42,6 +45,17 @@ class Service:
     argv: Sequence[str]
     cwd: pathlib.Path | None = None
     env: Mapping[str, str] | None = None
+    config_files: Sequence[pathlib.Path] = ()  # a change restarts the running service
+
+
+def config_digest(files: Sequence[pathlib.Path]) -> str:
+    """SHA-256 over the names and contents of ``files`` (a missing file counts as empty)."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path).encode() + b"\0")
+        with contextlib.suppress(FileNotFoundError):
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 class ProcessTable:
@@ -71,11 +85,30 @@ class ProcessTable:
             return None
         return None if state == "Z" else pid
 
+    def _digest_file(self, name: str) -> pathlib.Path:
+        return self.run_dir / f"{name}.config-digest"
+
+    def config_changed(self, service: Service) -> bool:
+        """Whether ``service`` runs on other configuration files than it names now."""
+        if not service.config_files:
+            return False
+        try:
+            recorded = self._digest_file(service.name).read_text().strip()
+        except FileNotFoundError:
+            return True  # started before its configuration was tracked
+        return recorded != config_digest(service.config_files)
+
     def start(self, service: Service) -> tuple[int, bool]:
-        """(pid, started now): start ``service`` unless it already runs."""
+        """(pid, started now): start ``service`` unless it already runs on its current
+        configuration (a changed configuration file restarts it)."""
         running = self.pid(service.name)
-        if running is not None:
+        if running is not None and not self.config_changed(service):
             return running, False
+        if running is not None:
+            with open(self.log_file(service.name), "ab") as log:
+                log.write(f"--- {time.strftime('%H:%M:%S')} configuration changed: "
+                          "restarting\n".encode())
+            self.stop(service.name)
         env = dict(os.environ if service.env is None else service.env)
         with open(self.log_file(service.name), "ab") as log:
             log.write(f"--- {time.strftime('%H:%M:%S')} start {' '.join(service.argv)}\n"
@@ -89,6 +122,8 @@ class ProcessTable:
                 raise CloudError(f"{service.name}: cannot start {service.argv[0]}: {exc}") \
                     from None
         self._pid_file(service.name).write_text(str(process.pid))
+        if service.config_files:
+            self._digest_file(service.name).write_text(config_digest(service.config_files))
         return process.pid, True
 
     def alive(self, name: str) -> bool:
@@ -98,6 +133,7 @@ class ProcessTable:
         """SIGTERM the process group of ``name``, SIGKILL it if it lingers."""
         pid = self.pid(name)
         self._pid_file(name).unlink(missing_ok=True)
+        self._digest_file(name).unlink(missing_ok=True)
         if pid is None:
             return
         _signal_group(pid, signal.SIGTERM)
