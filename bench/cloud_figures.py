@@ -26,7 +26,8 @@ LOG_LINE_RE = re.compile(r"^(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) .*?
                          r"\[instance: (?P<id>[0-9a-f-]{36})\] (?P<message>.*)$", re.M)
 TOOK_RE = re.compile(r"^Took (?P<s>[0-9.]+) seconds to (?P<what>build instance|"
                      r"spawn the instance on the hypervisor)")
-STEPS_RE = re.compile(r"^trusted launch checks passed \((?P<steps>[^)]*)\)")
+STEPS_RE = re.compile(r"^trusted launch checks passed(?: in (?P<total>[0-9.]+) ms)? "
+                      r"\((?P<steps>[^)]*)\)")
 STEP_RE = re.compile(r"^(?P<name>[a-z_]+) (?P<ms>[0-9.]+) ms$")
 CREATING_IMAGES = "Creating image(s)"
 
@@ -39,6 +40,7 @@ class InstanceLog:
     creating_images: float | None = None  # spawn has started on the image stage
     protocol_logged: float | None = None  # the driver's "trusted launch checks passed"
     protocol_steps_ms: dict[str, float] = dataclasses.field(default_factory=dict)
+    protocol_total_ms: float | None = None  # the driver's own total (newer drivers log it)
     spawn_s: float | None = None         # Nova's "Took X seconds to spawn ..."
     build_s: float | None = None         # Nova's "Took X seconds to build instance"
     build_logged: float | None = None    # when the build line was written
@@ -46,11 +48,9 @@ class InstanceLog:
     @property
     def protocol_ms(self) -> float | None:
         """The protocol's steps inside spawn (the driver's total if it logged one)."""
-        if not self.protocol_steps_ms:
-            return None
-        if "total" in self.protocol_steps_ms:
-            return self.protocol_steps_ms["total"]
-        return sum(self.protocol_steps_ms.values())
+        if self.protocol_total_ms is not None:
+            return self.protocol_total_ms
+        return sum(self.protocol_steps_ms.values()) if self.protocol_steps_ms else None
 
 
 def _epoch(stamp: str) -> float:
@@ -89,16 +89,21 @@ def parse_compute_log(text: str, wanted: Iterable[str] | None = None) -> dict[st
                 entry.spawn_s = float(took["s"])
         elif (steps := STEPS_RE.match(message)) is not None:
             entry.protocol_steps_ms = parse_steps(steps["steps"])
+            entry.protocol_total_ms = float(steps["total"]) if steps["total"] else None
             entry.protocol_logged = at
     return found
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
-    """Nearest-rank percentile (``fraction`` 0..1) of ``values``; None when there are none."""
+    """Percentile (``fraction`` 0..1) of ``values``, linear between the closest ranks (as
+    numpy's default; p50 is the median); None when there are none."""
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+    position = fraction * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
 
 
 def _p(values: list[float], fraction: float, digits: int = 1) -> float | None:

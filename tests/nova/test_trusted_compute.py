@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import threading
 import uuid
 from unittest import mock
@@ -302,6 +303,16 @@ class NonceStaysOutOfLogsTest(TrustedComputeTestBase):
         self._boot(token=refused_token, host="host-b", expected_state="ERROR")
         logs = self.stdlog.logger.output.encode()
         self.assertIn(b"trusted launch checks passed", logs)  # our debug/info lines are here
+        # One INFO line per launch with the protocol's total and its steps (no secret):
+        # what bench_cloud reads from a real nova-compute log.
+        passed = re.search(rb"\[instance: " + server["id"].encode() + rb"\] trusted launch "
+                           rb"checks passed in ([0-9.]+) ms \(([^)]*)\)", logs)
+        self.assertIsNotNone(passed)
+        steps = {name.decode(): float(ms) for name, ms in
+                 re.findall(rb"([a-z_]+) ([0-9.]+) ms", passed.group(2))}
+        self.assertLessEqual({"ttp", "certify", "decrypt", "image_digest", "encrypted_image"},
+                             set(steps))
+        self.assertGreaterEqual(float(passed.group(1)), sum(steps.values()) - 1)
         self.assertIn(server["id"].encode(), logs)
         for secret in (nonce, refused_nonce):
             assert_absent(self, secret, logs, "Nova's logs")
