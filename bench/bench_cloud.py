@@ -60,6 +60,7 @@ from trusted_launch.demo.report import Recorder
 from trusted_launch.sandbox.cloud.layout import REPO
 from trusted_launch.sandbox.cloud.scenarios import (
     AGENT_PORT,
+    HOST_ATTR,
     Clients,
     CloudTarget,
     Scenarios,
@@ -154,7 +155,7 @@ class CloudBench:
                 raise RuntimeError(f"ended {server.status}: {server.fault}")
             time.sleep(POLL_S)
         sample["active_ms"] = _ms_since(started)
-        sample["host"] = server.compute_host
+        sample["host"] = self.clients.show(server.id).get(HOST_ATTR)  # admin-only attribute
         address = _ipv4(server, self.target.network)
         probe = self._probe(address, server.id, nonce_file) if address else None
         self._wait_for_agent_stage(sample, server, started)
