@@ -112,6 +112,7 @@ from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
 
 from trusted_launch.compute.encrypted_image import (
+    BaseDiskInfos,
     EncryptedRoot,
     ImageEncryptionRefused,
     add_disk_encryption,
@@ -261,6 +262,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
         self.not_ready_reason = "init_host has not run"
         self.host_security_profile: str | None = None
         self.base_image_digests = BaseImageDigests()
+        self.base_disk_infos = BaseDiskInfos()
         self._pending_nonces = PendingNonces()
         self._pending_receipts: dict[str, bytes] = {}
         self._image_keys: dict[str, EncryptedRoot] = {}  # repr hides each key
@@ -683,7 +685,7 @@ class TrustedLibvirtDriver(libvirt_driver.LibvirtDriver):
                                 image_id: str) -> None:
         """If the checked base is LUKS-encrypted: an encrypted root disk, the key held."""
         try:
-            info = inspect_disk(base)
+            info = self.base_disk_infos.inspect(base)
             if not check_key_matches(info, image_key):
                 return
             check_host_settings(force_raw_images=CONF.force_raw_images,
