@@ -95,11 +95,14 @@ def _target() -> CloudTarget | None:
 class CloudBench:
     """Timed launches of each kind on one cloud, as its demo tenant."""
 
-    def __init__(self, target: CloudTarget, answer_grace_s: float = ANSWER_GRACE_S) -> None:
+    def __init__(self, target: CloudTarget, answer_grace_s: float = ANSWER_GRACE_S,
+                 stop_at: float | None = None) -> None:
+        """``stop_at``: time.monotonic() after which no launch starts (a time budget)."""
         import openstack
 
         self.target = target
         self.answer_grace_s = answer_grace_s
+        self.stop_at = stop_at
         self.clients = Clients(target)
         self.scenarios = Scenarios(target, Recorder())
         os.environ["OS_CLIENT_CONFIG_FILE"] = target.clouds_yaml
@@ -109,7 +112,6 @@ class CloudBench:
         self.image = tenant.image.find_image(target.image, ignore_missing=False)
         self.flavor = tenant.compute.find_flavor(target.flavor, ignore_missing=False)
         self.network = tenant.network.find_network(target.network, ignore_missing=False)
-        self.loads: list[float] = []
 
     def _tenant(self):
         """The demo tenant's openstacksdk connection (one per thread)."""
@@ -117,8 +119,11 @@ class CloudBench:
             self._local.tenant = self._openstack.connect(cloud=self.target.demo_cloud)
         return self._local.tenant
 
-    def launch(self, kind: str, label: str) -> dict:
-        """One launch of ``kind``, timed, then deleted; failures are a sample too."""
+    def launch(self, kind: str, label: str, guest: bool = True) -> dict:
+        """One launch of ``kind``, timed (to ACTIVE only unless ``guest``: then also the
+        guest's agent and answer), then deleted; failures are a sample too."""
+        if self.stop_at is not None and time.monotonic() > self.stop_at:
+            return {"kind": kind, "not_run": "the time budget (--max-minutes) was spent"}
         metadata, nonce_file = {}, None
         if kind == "trusted":
             token = self.scenarios.token("high")  # openstack trusted token create, as scenarios
@@ -128,17 +133,18 @@ class CloudBench:
         attributes = {"name": f"tl-bench-{label}", "image_id": self.image.id,
                       "flavor_id": self.flavor.id, "networks": [{"uuid": self.network.id}],
                       "config_drive": kind != "plain", "metadata": metadata}
-        self.loads.append(os.getloadavg()[0])
+        load = os.getloadavg()[0]
         compute = self._tenant().compute
         created_at, started = time.time(), time.perf_counter()
         server = compute.create_server(**attributes)
-        sample = {"kind": kind, "id": server.id, "created_at": created_at}
+        sample = {"kind": kind, "id": server.id, "created_at": created_at, "load_1m": [load],
+                  "guest": guest}
         try:
-            self._timed(sample, server, started, nonce_file)
+            self._timed(sample, server, started, nonce_file if guest else None, guest)
         except Exception as exc:  # reported with the sample; the run goes on
             sample["error"] = f"{type(exc).__name__}: {exc}"
         finally:
-            self.loads.append(os.getloadavg()[0])
+            sample["load_1m"].append(os.getloadavg()[0])
             try:
                 nonce_file and pathlib.Path(nonce_file).unlink(missing_ok=True)
                 compute.delete_server(server)
@@ -147,7 +153,8 @@ class CloudBench:
                 sample["cleanup_error"] = f"{type(exc).__name__}: {exc}"
         return sample
 
-    def _timed(self, sample: dict, server, started: float, nonce_file: str | None) -> None:
+    def _timed(self, sample: dict, server, started: float, nonce_file: str | None,
+               guest: bool = True) -> None:
         compute = self._tenant().compute
         deadline = started + ACTIVE_TIMEOUT_S
         while (server := compute.get_server(server.id)).status != "ACTIVE":
@@ -156,6 +163,8 @@ class CloudBench:
             time.sleep(POLL_S)
         sample["active_ms"] = _ms_since(started)
         sample["host"] = self.clients.show(server.id).get(HOST_ATTR)  # admin-only attribute
+        if not guest:
+            return
         address = _ipv4(server, self.target.network)
         probe = self._probe(address, server.id, nonce_file) if address else None
         self._wait_for_agent_stage(sample, server, started)
@@ -224,40 +233,61 @@ def _ipv4(server, network: str) -> str | None:
     return None
 
 
-def interleaved(launches: int, warmup: int = 0) -> list[tuple[str, str]]:
-    """(kind, label) in the order they start: plain, plain_config_drive, trusted, plain..."""
+def interleaved(launches: int, warmup: int = 0, guest_launches: int | None = None
+                ) -> list[tuple[str, str, bool]]:
+    """(kind, label, whether the guest is measured too) in the order they start: plain,
+    plain_config_drive, trusted, plain, ...; the guest for the first ``guest_launches``
+    counted rounds (all if None)."""
     order = []
     for index in range(-warmup, launches):
+        guest = guest_launches is None or 0 <= index < guest_launches
         for kind in KINDS:
-            order.append((kind, f"{kind}-{'warmup' if index < 0 else index}-{index + warmup}"))
+            order.append((kind, f"{kind}-{'warmup' if index < 0 else index}-{index + warmup}",
+                          guest))
     return order
 
 
-def run_launches(bench: CloudBench, launches: int, concurrency: int = 1,
-                 warmup: int = 0) -> tuple[dict[str, list[dict]], list[dict]]:
-    """Samples per kind (warm-up launches left out) and the failed launches."""
-    order = interleaved(launches, warmup)
-    samples: dict[str, list[dict]] = {kind: [] for kind in KINDS}
-    failed: list[dict] = []
+def run_launches(bench: CloudBench, launches: int, concurrency: int = 1, warmup: int = 0,
+                 samples_file: str | None = None, guest_launches: int | None = None
+                 ) -> list[dict]:
+    """Every launch's sample (label set), in the order they ended; each also appended to
+    ``samples_file`` (JSON lines) as it ends, so a run cut short keeps what it measured."""
+    ended: list[dict] = []
     with concurrent.futures.ThreadPoolExecutor(max(1, concurrency)) as pool:
-        futures = []
-        for kind, label in order:
-            futures.append((label, pool.submit(bench.launch, kind, label)))
+        futures = {}
+        for kind, label, guest in interleaved(launches, warmup, guest_launches):
+            futures[pool.submit(bench.launch, kind, label, guest)] = label
             if concurrency > 1:
                 time.sleep(0.5)  # creates in order, still close together
-        for label, future in futures:
-            sample = future.result()
-            sample["label"] = label
-            print(f"   {label}: " + ", ".join(
+        for future in concurrent.futures.as_completed(futures):
+            sample = {**future.result(), "label": futures[future]}
+            ended.append(sample)
+            if "not_run" in sample:
+                continue
+            print(f"   {sample['label']}: " + ", ".join(
                 f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}"
                 for k, v in sample.items()
                 if k in ("active_ms", "agent_started_ms", "answer_ms", "answer_note",
                          "host", "error")), flush=True)
-            if "error" in sample:
-                failed.append(sample)
-            elif "warmup" not in label:
-                samples[sample["kind"]].append(sample)
-    return samples, failed
+            if samples_file:
+                with open(samples_file, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(sample) + "\n")
+    return ended
+
+
+def split_samples(ended: list[dict]) -> tuple[dict[str, list[dict]], list[dict], int]:
+    """(measured samples per kind, warm-ups and failures left out; the failed launches;
+    how many launches the time budget left unstarted)."""
+    samples: dict[str, list[dict]] = {kind: [] for kind in KINDS}
+    failed, not_run = [], 0
+    for sample in ended:
+        if "not_run" in sample:
+            not_run += 1
+        elif "error" in sample:
+            failed.append(sample)
+        elif "warmup" not in sample.get("label", ""):
+            samples[sample["kind"]].append(sample)
+    return samples, failed, not_run
 
 
 def _compute_logs(target: CloudTarget, ids: list[str]) -> dict:
@@ -277,26 +307,39 @@ def _virt_type_reason(report_file: str | None) -> str:
 
 
 def run(launches: int = LAUNCHES, concurrency: int = CONCURRENCY, warmup: int = WARMUP,
-        answer_grace_s: float = ANSWER_GRACE_S, cloud_report: str | None = None) -> dict:
+        answer_grace_s: float = ANSWER_GRACE_S, cloud_report: str | None = None,
+        max_minutes: float | None = None, samples_file: str | None = None,
+        from_samples: str | None = None, guest_launches: int | None = None) -> dict:
+    """Launch and measure (or, with ``from_samples``, report a saved run's samples)."""
     target = _target()
     if target is None:
         return {"skipped": "no cloud: start it with tools/run-cloud.sh (or name one with "
                            "TRUSTED_LAUNCH_CLOUD_TARGET)"}
-    bench = CloudBench(target, answer_grace_s)
     started = time.time()
-    samples, failed = run_launches(bench, launches, concurrency, warmup)
+    if from_samples:
+        ended = [json.loads(line) for line in
+                 pathlib.Path(from_samples).read_text(encoding="utf-8").splitlines() if line]
+    else:
+        stop_at = None if max_minutes is None else time.monotonic() + max_minutes * 60
+        bench = CloudBench(target, answer_grace_s, stop_at)
+        ended = run_launches(bench, launches, concurrency, warmup, samples_file,
+                             guest_launches)
+    samples, failed, not_run = split_samples(ended)
     logs = _compute_logs(target, [s["id"] for kind in samples.values() for s in kind])
     for kind_samples in samples.values():
         for sample in kind_samples:
             add_log_figures(sample, logs.get(sample["id"]))
+    loads = [load for sample in ended for load in sample.get("load_1m", [])]
     figures = {"cloud_launches_per_kind": launches, "cloud_concurrency": concurrency,
                "cloud_warmup_rounds": warmup, "cloud_virt_type": target.virt_type or "unknown",
                "cloud_hypervisor": hypervisor_name(target.virt_type),
                "cloud_virt_type_reason": _virt_type_reason(cloud_report),
-               "cloud_cpus": os.cpu_count(), "cloud_run_s": round(time.time() - started),
+               "cloud_cpus": os.cpu_count(),
+               "cloud_run_s": None if from_samples else round(time.time() - started),
+               "cloud_not_run_launches": not_run,
                "cloud_failed_launches": [{k: s.get(k) for k in ("label", "id", "error")}
                                          for s in failed],
-               **load_summary(bench.loads), **summarize(samples)}
+               **load_summary(loads), **summarize(samples)}
     print(text_report(figures), flush=True)
     figures["cloud_samples"] = samples
     return figures
@@ -317,11 +360,23 @@ def main(argv: list[str] | None = None) -> int:
                              f"before reporting 'no address' (default {ANSWER_GRACE_S:.0f})")
     parser.add_argument("--cloud-report", metavar="FILE",
                         help="run-cloud.sh --json output, for why it chose KVM or TCG")
+    parser.add_argument("--guest-launches", type=int, metavar="G",
+                        help="measure the guest (agent started, answer) in the first G "
+                             "rounds only, the others to ACTIVE only (default: every "
+                             "launch; a loaded TCG machine boots guests for many minutes)")
+    parser.add_argument("--max-minutes", type=float, metavar="M",
+                        help="start no launch after M minutes; report those that ran")
+    parser.add_argument("--samples", metavar="FILE",
+                        help="append each launch's sample to FILE (JSON lines) as it ends")
+    parser.add_argument("--from-samples", metavar="FILE",
+                        help="launch nothing: report the samples a run saved with --samples "
+                             "(with the same cloud's compute logs)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures and every "
                                                        "sample to FILE")
     args = parser.parse_args(argv)
     figures = run(args.launches, args.concurrency, args.warmup, args.answer_grace,
-                  args.cloud_report)
+                  args.cloud_report, args.max_minutes, args.samples, args.from_samples,
+                  args.guest_launches)
     if "skipped" in figures:
         print(f"bench_cloud: skipped: {figures['skipped']}", file=sys.stderr)
         return 1

@@ -151,10 +151,12 @@ def summarize(samples: dict[str, list[dict]]) -> dict:
             name = metric.removesuffix("_ms")
             figures[f"cloud_{kind}_{name}_ms_p50"] = _p(values, 0.5)
             figures[f"cloud_{kind}_{name}_ms_p95"] = _p(values, 0.95)
-        unanswered = [s for s in kind_samples if s.get("answer_ms") is None]
+        guests = [s for s in kind_samples if s.get("guest", True)]
+        figures[f"cloud_{kind}_guests_measured"] = len(guests)
+        unanswered = [s for s in guests if s.get("answer_ms") is None]
         if unanswered:
             figures[f"cloud_{kind}_answer_missing"] = (
-                f"{len(unanswered)} of {len(kind_samples)}: "
+                f"{len(unanswered)} of {len(guests)}: "
                 + "; ".join(sorted({s.get('answer_note') or 'no answer' for s in unanswered})))
         for name in ("scheduled_s", "build_before_spawn_s", "spawn_s", "build_s",
                      "build_to_active_s"):
@@ -225,13 +227,16 @@ def text_report(figures: dict) -> str:
              f"{figures.get('cloud_load_1m_max')} (median {figures.get('cloud_load_1m_median')}) "
              f"on {figures.get('cloud_cpus')} CPUs; concurrency {figures.get('cloud_concurrency')}",
              f"{'kind':20s} {'to ACTIVE p50/p95':>20s} {'agent started p50/p95':>24s} "
-             f"{'guest answers p50/p95':>24s}  (ms from the create call)"]
+             f"{'guest answers p50/p95':>24s}  (ms from the create call; n = launches, "
+             "guests measured)"]
     for kind in KINDS:
         cells = [f"{_cell(figures.get(f'cloud_{kind}_{m}_ms_p50'))}/"
                  f"{_cell(figures.get(f'cloud_{kind}_{m}_ms_p95'))}"
                  for m in ("active", "agent_started", "answer")]
         missing = figures.get(f"cloud_{kind}_answer_missing")
         lines.append(f"{kind:20s} {cells[0]:>20s} {cells[1]:>24s} {cells[2]:>24s}"
+                     f"  n = {figures.get(f'cloud_{kind}_launches')}, "
+                     f"{figures.get(f'cloud_{kind}_guests_measured')}"
                      + (f"  (answer: {missing})" if missing else ""))
     added, share = (figures.get("cloud_trusted_added_active_ms_p50"),
                     figures.get("cloud_trusted_added_share_of_answer"))

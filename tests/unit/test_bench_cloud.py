@@ -7,7 +7,7 @@ import datetime
 import pytest
 
 from bench import cloud_figures
-from bench.bench_cloud import interleaved
+from bench.bench_cloud import interleaved, split_samples
 from bench.cloud_figures import (
     add_log_figures,
     parse_compute_log,
@@ -126,6 +126,9 @@ def test_summary_gives_the_added_time_its_share_and_the_verdicts() -> None:
     assert figures["cloud_target_added_share_met"] is True
     assert figures["cloud_plain_answer_ms_p50"] is None
     assert figures["cloud_plain_answer_missing"].startswith("3 of 3: no address")
+    to_active_only = _samples({"plain": [1000.0, 1100.0]})
+    to_active_only["plain"][1].update(guest=False, answer_ms=None)
+    assert summarize(to_active_only)["cloud_plain_answer_missing"].startswith("1 of 1:")
     assert "cloud_trusted_answer_missing" not in figures
     assert figures["cloud_protocol_in_spawn_ms_p50"] == 100.0
     assert figures["cloud_protocol_share_of_spawn_p50"] == 0.02
@@ -153,16 +156,29 @@ def test_text_report_states_hypervisor_load_targets_and_missing_answers() -> Non
     assert "guests under TCG (virt_type qemu)" in report
     assert "load average (1 min) 3.0 to 9.5 (median 5.0)" in report
     assert "p50 to ACTIVE: 250 ms (target <= 100 ms: NOT met)" in report
-    assert "(answer: 1 of 1: no address" in report
+    assert "n = 1, 1  (answer: 1 of 1: no address" in report
     assert "certify 40 ms" in report
 
 
 def test_launch_order_interleaves_the_kinds_and_names_warmups() -> None:
     order = interleaved(2, warmup=1)
-    assert [kind for kind, _ in order] == list(cloud_figures.KINDS) * 3
-    assert [label for _, label in order][:3] == ["plain-warmup-0", "plain_config_drive-warmup-0",
-                                                 "trusted-warmup-0"]
-    assert order[-1] == ("trusted", "trusted-1-2")
+    assert [kind for kind, _, _ in order] == list(cloud_figures.KINDS) * 3
+    assert [label for _, label, _ in order][:3] == ["plain-warmup-0",
+                                                    "plain_config_drive-warmup-0",
+                                                    "trusted-warmup-0"]
+    assert order[-1] == ("trusted", "trusted-1-2", True)
+    guests = interleaved(3, warmup=1, guest_launches=1)
+    assert [guest for _, _, guest in guests] == [False] * 3 + [True] * 3 + [False] * 6
+
+
+def test_samples_split_into_kinds_failures_and_unstarted_launches() -> None:
+    ended = [{"kind": "plain", "label": "plain-0-0", "active_ms": 1.0},
+             {"kind": "trusted", "label": "trusted-warmup-0", "active_ms": 2.0},
+             {"kind": "trusted", "label": "trusted-0-1", "error": "RuntimeError: ERROR"},
+             {"kind": "trusted", "label": "trusted-1-2", "not_run": "time budget"}]
+    samples, failed, not_run = split_samples(ended)
+    assert samples == {"plain": [ended[0]], "plain_config_drive": [], "trusted": []}
+    assert failed == [ended[2]] and not_run == 1
 
 
 def test_port_probe_tells_an_open_port_from_a_refusing_guest_and_gives_up_at_the_deadline(
