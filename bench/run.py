@@ -13,6 +13,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import pathlib
 import sys
 import time
@@ -234,7 +235,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update", action="store_true",
                         help="re-run only the named modules, keep the other modules' "
                              "figures from the existing --output report")
+    parser.add_argument("--cloud-launches", type=int, metavar="N",
+                        help="bench_cloud: launches of each kind (default 10)")
+    parser.add_argument("--cloud-concurrency", type=int, metavar="K",
+                        help="bench_cloud: launches in flight at once (default 1)")
+    parser.add_argument("--cloud-warmup", type=int, metavar="R",
+                        help="bench_cloud: uncounted rounds first (default 0)")
     args = parser.parse_args(argv)
+    for option, variable in (("cloud_launches", "LAUNCHES"), ("cloud_concurrency", "CONCURRENCY"),
+                             ("cloud_warmup", "WARMUP")):
+        if getattr(args, option) is not None:
+            os.environ[f"TRUSTED_LAUNCH_BENCH_CLOUD_{variable}"] = str(getattr(args, option))
     selected = [m if m.startswith("bench_") else f"bench_{m}" for m in args.only] or list(MODULES)
     sys.path.insert(0, str(HERE.parent))
     report = run_all(selected)

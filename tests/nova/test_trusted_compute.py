@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import threading
 import uuid
 from unittest import mock
@@ -302,6 +303,23 @@ class NonceStaysOutOfLogsTest(TrustedComputeTestBase):
         self._boot(token=refused_token, host="host-b", expected_state="ERROR")
         logs = self.stdlog.logger.output.encode()
         self.assertIn(b"trusted launch checks passed", logs)  # our debug/info lines are here
+        # One INFO line per launch with the protocol's total and its steps (no secret):
+        # what bench_cloud reads from a real nova-compute log.
+        passed = re.search(rb"trusted launch checks passed in ([0-9.]+) ms \(([^)]*)\), of "
+                           rb"which ([0-9.]+) ms in spawn's path", logs)
+        self.assertIsNotNone(passed)
+        total, in_spawn = float(passed.group(1)), float(passed.group(3))
+        steps = {name.decode(): float(ms) for name, ms in
+                 re.findall(rb"([a-z_]+) ([0-9.]+) ms", passed.group(2))}
+        self.assertLessEqual({"ttp", "certify", "decrypt", "attestation_wait", "image_digest",
+                              "encrypted_image"}, set(steps))
+        # The attestation's steps ran in a worker while spawn made the disks; spawn waited
+        # for their end (attestation_wait), then for the steps that need the image.
+        serial = sum(ms for name, ms in steps.items() if name != "attestation_wait")
+        self.assertGreaterEqual(total + 1, serial)
+        self.assertGreaterEqual(in_spawn + 1, steps["attestation_wait"] + steps["decrypt"]
+                                + steps["image_digest"] + steps["encrypted_image"])
+        self.assertGreaterEqual(total + 1, in_spawn)
         self.assertIn(server["id"].encode(), logs)
         for secret in (nonce, refused_nonce):
             assert_absent(self, secret, logs, "Nova's logs")

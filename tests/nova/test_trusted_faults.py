@@ -26,11 +26,13 @@ import nova.tests.functional  # noqa: F401
 
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
 import fixtures
 import pytest
+from nova.virt.libvirt import driver as libvirt_driver
 
 from tests.fixtures.swtpm import swtpm_state_cache  # noqa: F401
 from tests.nova import test_trusted_compute as compute_tests
@@ -132,6 +134,13 @@ class TrustedLaunchFaultsTest(compute_tests.TrustedComputeTestBase):
         self.useFixture(fixtures.MockPatchObject(target, attribute, wrapped))
         return hit
 
+    def _replace(self, owner: type, name: str, function: Callable) -> None:
+        """``owner.name = function`` for this test: a plain method (no autospec'd mock, which
+        would bind Nova's keyword arguments against the wrapper's signature)."""
+        original = owner.__dict__[name]
+        setattr(owner, name, function)
+        self.addCleanup(setattr, owner, name, original)
+
     def _ttp_running(self) -> None:
         if self.env.ttp.process.poll() is not None:
             self.env.ttp.start()
@@ -201,6 +210,46 @@ class TrustedLaunchFaultsTest(compute_tests.TrustedComputeTestBase):
         self._assert_surviving_tpms_at_baseline()
         subprocess.run(["chattr", "-i", str(database)], check=True)
         self._boot_succeeds(token, nonce, host="host-a")  # nothing was recorded or spent
+
+    def test_attestation_runs_while_nova_makes_the_disks(self) -> None:
+        """Steps 5-11 overlap LibvirtDriver._create_image (the image fetch, the disks)."""
+        attesting = threading.Event()
+        during_disks: list[bool] = []
+        attest, create_image = TrustedLaunchHost.attest, libvirt_driver.LibvirtDriver._create_image
+
+        def attest_and_signal(host, *args, **kwargs):
+            attesting.set()
+            return attest(host, *args, **kwargs)
+
+        def create_image_seeing_the_attestation(driver, *args, **kwargs):
+            during_disks.append(attesting.wait(timeout=120))  # a serial driver never sets it
+            return create_image(*args, **kwargs)  # the harness's fake (a mock: no self)
+
+        self._replace(TrustedLaunchHost, "attest", attest_and_signal)
+        self._replace(libvirt_driver.LibvirtDriver, "_create_image",
+                      create_image_seeing_the_attestation)
+        token, nonce = self.env.make_token("high", IMAGE_BYTES)
+        self._boot_succeeds(token, nonce, host="host-a")
+        self.assertEqual([True], during_disks)
+        self._assert_surviving_tpms_at_baseline()
+
+    def test_disks_failing_during_the_attestation_free_its_bind_key(self) -> None:
+        """The attestation finished but the disks failed: the key is flushed, the launch
+        rescheduled to the other high host, which boots it."""
+        create_image, failed = libvirt_driver.LibvirtDriver._create_image, []
+
+        def create_image_failing_once(driver, *args, **kwargs):
+            if not failed:
+                failed.append(driver)
+                raise OSError(28, "No space left on device")
+            return create_image(*args, **kwargs)  # the harness's fake (a mock: no self)
+
+        self._replace(libvirt_driver.LibvirtDriver, "_create_image", create_image_failing_once)
+        token, nonce = self.env.make_token("high", IMAGE_BYTES)
+        server = self._boot_succeeds(token, nonce)
+        self.assertEqual(1, len(failed))
+        self.assertIn(server[HOST_ATTR], HIGH_HOSTS)
+        self._assert_surviving_tpms_at_baseline()  # the failed host's key was flushed too
 
     def test_swtpm_killed_before_certify_reschedules_to_the_other_trusted_host(
             self) -> None:

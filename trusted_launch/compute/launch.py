@@ -139,6 +139,10 @@ class TrustedLaunchHost:
         timer.record("decrypt", started)
         return secrets
 
+    def abandon(self, pending: PendingRelease) -> None:
+        """A launch that ends before step 12 (its image or disks failed): free its key."""
+        self._release_key(pending.bind_key)
+
     def _release_key(self, bind_key) -> None:
         """Unload the launch's bind key if it is still resident (no TPM command otherwise)."""
         try:

@@ -216,3 +216,16 @@ def test_held_keys_are_hidden_from_repr() -> None:
     root = EncryptedRoot(key, "/i/disk", "/b", secret_uuid_for(INSTANCE))
     for text in (repr(root), repr({INSTANCE: root})):  # as the driver holds them
         assert key.hex() not in text and repr(key) not in text
+
+
+def test_base_disk_info_is_inspected_once_until_the_file_changes(tmp_path, base) -> None:
+    info, _key = base
+    infos = encrypted_image.BaseDiskInfos()
+    first = infos.inspect(info.path)
+    assert first.is_luks_qcow2 and infos.inspected == 1
+    assert infos.inspect(info.path) == first and infos.inspected == 1  # remembered
+    plain = tmp_path / "plain.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(plain), "1M"], check=True)
+    shutil.copyfile(plain, info.path)  # the same path now holds another (plain) image
+    changed = infos.inspect(info.path)
+    assert infos.inspected == 2 and not changed.is_luks_qcow2
