@@ -94,8 +94,9 @@ def cloud_report():
 
 
 def _assert_nothing_left() -> None:
-    """After --down: no process of the cloud, no tenant namespace, no guest's QEMU."""
-    from trusted_launch.sandbox.cloud import network
+    """After --down: no process of the cloud, no tenant or DHCP namespace, no guest's QEMU,
+    no dnsmasq."""
+    from trusted_launch.sandbox.cloud import dhcp, network
     from trusted_launch.sandbox.cloud.processes import ProcessTable
 
     root = REPO / ".cloud"
@@ -105,6 +106,13 @@ def _assert_nothing_left() -> None:
     qemu = subprocess.run(["pgrep", "-af", f"qemu-system.*{root}"], capture_output=True,
                           text=True).stdout
     assert not qemu.strip(), f"guests left running:\n{qemu}"
+    dnsmasq = subprocess.run(["pgrep", "-af", f"dnsmasq.*{root}"], capture_output=True,
+                             text=True).stdout
+    assert not dnsmasq.strip(), f"dnsmasq left running:\n{dnsmasq}"
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                text=True).stdout.split()
+    for network_id in dhcp.served_networks(root / "data" / "neutron" / "dhcp"):
+        assert dhcp.namespace(network_id) not in namespaces, f"{dhcp.namespace(network_id)} left"
 
 
 @pytest.fixture(scope="session")

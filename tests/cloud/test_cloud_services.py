@@ -32,8 +32,8 @@ def openstack(cloud, cloud_name: str, *args: str, timeout: float = 600,
 
 def test_report_names_every_service_and_the_virt_type(cloud_report):
     for name in ("keystone", "glance", "placement", "nova", "neutron", "ttp", "nova-conductor",
-                 "nova-scheduler", "neutron-rpc-server", *(f"nova-compute-{host}"
-                                                          for host in HOST_PROFILES)):
+                 "nova-scheduler", "neutron-rpc-server", "neutron-dhcp-agent",
+                 *(f"nova-compute-{host}" for host in HOST_PROFILES)):
         assert name in cloud_report["services"], name
     assert cloud_report["virt_type"] in ("kvm", "qemu")
     assert cloud_report["virt_type_reason"]

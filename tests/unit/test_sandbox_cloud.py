@@ -120,3 +120,42 @@ def test_a_probe_that_cannot_start_reports_why(tmp_path):
     ran, output = run_probe_guest("no-such-accelerator", tmp_path / "probe.img", timeout=60)
     assert not ran
     assert "no-such-accelerator" in output
+
+
+def test_dhcp_agent_config_names_the_macvlan_driver_and_the_tenant_interface(tmp_path):
+    from trusted_launch.sandbox.cloud import configs
+
+    paths = CloudPaths(tmp_path / "cloud", tmp_path / "venv")
+    ini = configs.dhcp_agent(paths, "tl-compute-high", "xx-veth0")
+    assert ini["DEFAULT"]["host"] == "tl-compute-high"
+    assert ini["DEFAULT"]["interface_driver"] == (
+        "trusted_launch.sandbox.cloud.dhcp_interface.MacvlanInterfaceDriver")
+    assert ini["DEFAULT"]["dnsmasq_base_log_dir"] == str(paths.log / "dnsmasq")
+    assert ini["macvtap"]["physical_interface_mappings"] == f"{configs.PHYSNET}:xx-veth0"
+
+
+@pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="dnsmasq is not installed")
+def test_stop_all_ends_the_agents_dnsmasq_and_spares_other_processes(tmp_path):
+    from trusted_launch.sandbox.cloud import dhcp
+
+    served, foreign = tmp_path / "dhcp" / "net-a", tmp_path / "dhcp" / "net-b"
+    served.mkdir(parents=True)
+    foreign.mkdir()
+    dnsmasq = subprocess.Popen(["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                                "--port=0", f"--pid-file={served / 'pid'}",
+                                f"--dhcp-leasefile={served / 'leases'}"])
+    sleeper = subprocess.Popen(["sleep", "300"])  # a pid file naming something else
+    (foreign / "pid").write_text(f"{sleeper.pid}\n")
+    try:
+        wait_until("dnsmasq", lambda: dhcp.dnsmasq_pid(tmp_path / "dhcp", "net-a") is not None,
+                   30)
+        assert dhcp.dnsmasq_pid(tmp_path / "dhcp", "net-a") == dnsmasq.pid
+        assert dhcp.dnsmasq_pid(tmp_path / "dhcp", "net-b") is None
+        assert dhcp.stop_all(tmp_path / "dhcp") == ["dnsmasq-net-a"]
+        assert dnsmasq.wait(timeout=30) is not None
+        assert sleeper.poll() is None
+    finally:
+        for process in (dnsmasq, sleeper):
+            if process.poll() is None:
+                process.kill()
+                process.wait()

@@ -4,11 +4,12 @@ Order: databases and the RabbitMQ vhost, keystone (then the catalog and
 clouds.yaml), glance, placement, nova's control services, neutron, the TTP
 (over HTTPS, and its RPC server on the cloud's RabbitMQ) and its receipt key
 for the computes, the tenant network's wire, then per compute host its swtpm
-(booted and enrolled), libvirtd, macvtap agent and nova-compute; last the
-cloud's objects (aggregates, flavors, image, provider network).  Every
-process is checked for readiness before the next step; a failure names the
-service and shows the tail of its log.  A service whose configuration files
-changed since it started is restarted.
+(booted and enrolled), libvirtd, macvtap agent and nova-compute; then the
+cloud's objects (aggregates, flavors, image, provider network and its DHCP
+subnet); then neutron's DHCP agent, which serves that subnet with dnsmasq;
+last the dashboard.  Every process is checked for readiness before the next
+step; a failure names the service and shows the tail of its log.  A service
+whose configuration files changed since it started is restarted.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from trusted_launch.sandbox.cloud import configs, hypervisor, identity, network
+from trusted_launch.sandbox.cloud import configs, dhcp, hypervisor, identity, network
 from trusted_launch.sandbox.cloud.compute_hosts import (
     ComputeHost,
     compute_hosts,
@@ -54,6 +55,11 @@ TTP_TRANSPORTS = {"tl-compute-high": "https", "tl-compute-low": "rpc"}
 TENANT_INGRESS = ({"protocol": "icmp"},
                   {"protocol": "tcp", "port_range_min": 8950, "port_range_max": 8950})
 SUBNET = "tl-subnet"
+# The DHCP agent reports under a compute host's name: ML2's macvtap driver binds its
+# port only on a host with a live macvtap agent (as in neutron's provider-network
+# deployments, which run the DHCP agent on the compute nodes).
+DHCP_AGENT_HOST = "tl-compute-high"
+DHCP_AGENT = "neutron-dhcp-agent"
 WSGI_APPS = {  # service: (WSGI application, environment variable naming its config dir)
     "keystone": ("keystone.wsgi.api:application", "OS_KEYSTONE_CONFIG_DIR"),
     "glance": ("glance.wsgi.api:application", "OS_GLANCE_CONFIG_DIR"),
@@ -182,6 +188,7 @@ class Cloud:
         except Exception as exc:  # openstacksdk's errors: name the step, keep the reason
             raise CloudError(f"creating the cloud's objects failed: "
                              f"{type(exc).__name__}: {exc}") from exc
+        self.phase("dhcp", self._dhcp_agent)
         if self.horizon is not None:
             self.phase("horizon", self._horizon)
         self.report.steps["bring_up_total"] = round(time.monotonic() - started, 2)
@@ -275,6 +282,8 @@ class Cloud:
         configs.write_ini(self._conf("neutron", "neutron.conf"), configs.neutron(p, s))
         configs.write_ini(self._conf("neutron", "plugins/ml2/ml2_conf.ini"), configs.ml2())
         configs.write_ini(self._conf("ttp", "ttp-rpc.conf"), configs.ttp_rpc(s))
+        configs.write_ini(self._conf("neutron", "dhcp_agent.ini"),
+                          configs.dhcp_agent(p, DHCP_AGENT_HOST, network.HOST_INTERFACE))
         for host in self.hosts:
             configs.write_ini(self._conf("neutron", f"macvtap-{host.name}.ini"),
                               configs.macvtap_agent(host.name, network.HOST_INTERFACE))
@@ -560,12 +569,13 @@ class Cloud:
             config_files=(conf, self._receipt_key()))
         self.start_nova(compute, "nova-compute", host.name)
 
-    def _agent_alive(self, host: str) -> Callable[[], bool]:
+    def _agent_alive(self, host: str, binary: str = "neutron-macvtap-agent",
+                     ) -> Callable[[], bool]:
         conn = self.connection()
 
         def check() -> bool:
             return any(agent.host == host and agent.is_alive
-                       for agent in conn.network.agents(binary="neutron-macvtap-agent"))
+                       for agent in conn.network.agents(binary=binary))
         return check
 
     def _cloud_objects(self) -> None:
@@ -598,12 +608,43 @@ class Cloud:
         net = conn.network.find_network(NETWORK) or conn.network.create_network(
             name=NETWORK, shared=True, provider_network_type="flat",
             provider_physical_network=configs.PHYSNET)
-        if conn.network.find_subnet(SUBNET) is None:
+        subnet = conn.network.find_subnet(SUBNET)
+        if subnet is None:
             start, end = network.ALLOCATION_POOL
             conn.network.create_subnet(
                 name=SUBNET, network_id=net.id, ip_version=4, cidr=network.TENANT_CIDR,
-                gateway_ip=network.GATEWAY, enable_dhcp=False,
+                gateway_ip=network.GATEWAY, enable_dhcp=True,
                 allocation_pools=[{"start": start, "end": end}])
+        elif not subnet.is_dhcp_enabled:  # made by a run from before the DHCP agent
+            conn.network.update_subnet(subnet, enable_dhcp=True)
+
+    def _dhcp_dir(self) -> pathlib.Path:
+        return self.paths.data / "neutron" / "dhcp"  # the agent's dhcp_confs default
+
+    def _dhcp_agent(self) -> None:
+        """neutron-dhcp-agent, serving tl-net; ready when alive in the API and its dnsmasq runs.
+
+        A network whose subnet got DHCP before any DHCP agent was alive is scheduled
+        to none (the agent's first sync can also come before its first report), so
+        the network is added to the agent here, as an operator would
+        (``openstack network agent add network --dhcp``), unless it is hosted already.
+        """
+        agent = Service(DHCP_AGENT, [
+            self.paths.bin(DHCP_AGENT),
+            "--config-file", str(self._conf("neutron", "neutron.conf")),
+            "--config-file", str(self._conf("neutron", "dhcp_agent.ini"))], env=self._env())
+        _, started = self.table.start(agent)
+        seconds = wait_until(DHCP_AGENT, self._agent_alive(DHCP_AGENT_HOST, DHCP_AGENT),
+                             HTTP_TIMEOUT_S, self.table)
+        conn = self.connection()
+        net = conn.network.find_network(NETWORK)
+        dhcp_agent = next(iter(conn.network.agents(binary=DHCP_AGENT, host=DHCP_AGENT_HOST)))
+        if net.id not in {hosted.id for hosted in
+                          conn.network.dhcp_agent_hosting_networks(dhcp_agent)}:
+            conn.network.add_dhcp_agent_to_network(dhcp_agent, net)
+        seconds += wait_until(DHCP_AGENT, lambda: dhcp.dnsmasq_pid(self._dhcp_dir(), net.id)
+                              is not None, HTTP_TIMEOUT_S, self.table)
+        self.report.service(DHCP_AGENT, seconds, started)
 
     def _tenant_security_group(self) -> None:
         """The demo project's default group lets the tenant's namespace reach its guests."""
@@ -650,6 +691,7 @@ class Cloud:
         for name in self.table.names():
             self.table.stop(name)
             stopped.append(name)
+        stopped += dhcp.stop_all(self._dhcp_dir())  # dnsmasq outlives its agent
         network.delete()
         return stopped
 

@@ -179,6 +179,20 @@ def ml2() -> Sections:
     }
 
 
+def dhcp_agent(paths: CloudPaths, host: str, interface: str) -> Sections:
+    """dhcp_agent.ini: dnsmasq in a ``qdhcp-<network>`` namespace, its port a macvlan on
+    ``interface`` (the guests' macvtap segment), reported under ``host``."""
+    return {
+        "DEFAULT": {"host": host,
+                    "interface_driver": "trusted_launch.sandbox.cloud.dhcp_interface."
+                                        "MacvlanInterfaceDriver",
+                    "dhcp_driver": "neutron.agent.linux.dhcp.Dnsmasq",
+                    "enable_isolated_metadata": "False",
+                    "dnsmasq_base_log_dir": str(paths.log / "dnsmasq")},
+        "macvtap": {"physical_interface_mappings": f"{PHYSNET}:{interface}"},
+    }
+
+
 def macvtap_agent(host: str, interface: str) -> Sections:
     return {
         "DEFAULT": {"host": host},
