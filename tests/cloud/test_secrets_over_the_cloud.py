@@ -82,7 +82,9 @@ def drain_notifications(transport_url: str) -> list[Haystack]:
         channel = connection.channel()
         for queue in notification_queues():
             while (message := channel.basic_get(queue, no_ack=True)) is not None:
-                messages.append(Haystack(f"notification on {queue}", message.body))
+                body = message.body  # str when the message says it is UTF-8 text
+                messages.append(Haystack(f"notification on {queue}", body if isinstance(
+                    body, bytes) else body.encode("utf-8", "surrogateescape")))
         channel.close()
     return messages
 
