@@ -91,3 +91,30 @@ def test_a_probe_that_cannot_start_reports_why(tmp_path):
     ran, output = run_probe_guest("no-such-accelerator", tmp_path / "probe.img", timeout=60)
     assert not ran
     assert "no-such-accelerator" in output
+
+
+def test_switching_the_nova_driver_restarts_only_the_scheduler_and_computes(tmp_path):
+    paths = CloudPaths(tmp_path / "cloud", tmp_path / "venv")
+    trusted = Cloud(paths)
+    names = ["nova-scheduler", "nova-compute-tl-compute-high", "nova-compute-tl-compute-low",
+             "nova-conductor"]
+    for name in names:
+        trusted.table.start(Service(name, ["sleep", "300"]))
+    try:
+        trusted._restart_on_driver_change()  # first run, trusted: nothing to restart
+        assert all(trusted.table.alive(name) for name in names)
+        stock = Cloud(paths, nova_driver="stock")
+        stock._restart_on_driver_change()
+        assert [name for name in names if stock.table.alive(name)] == ["nova-conductor"]
+        assert (paths.data / "nova-driver").read_text() == "stock\n"
+        stock.table.start(Service("nova-scheduler", ["sleep", "300"]))
+        stock._restart_on_driver_change()  # same driver again: left running
+        assert stock.table.alive("nova-scheduler")
+    finally:
+        for name in names:
+            trusted.table.stop(name)
+
+
+def test_an_unknown_nova_driver_is_refused(tmp_path):
+    with pytest.raises(CloudError, match=r"nova driver 'fake' is not one of"):
+        Cloud(CloudPaths(tmp_path / "cloud", tmp_path / "venv"), nova_driver="fake")

@@ -8,7 +8,7 @@ import pathlib
 import sys
 from dataclasses import asdict
 
-from trusted_launch.sandbox.cloud.bringup import Cloud
+from trusted_launch.sandbox.cloud.bringup import NOVA_DRIVERS, Cloud
 from trusted_launch.sandbox.cloud.layout import REPO, CloudPaths
 from trusted_launch.sandbox.cloud.processes import CloudError
 
@@ -24,10 +24,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="the cloud's directory (default .cloud in the repository)")
     parser.add_argument("--venv", type=pathlib.Path, default=pathlib.Path(sys.prefix),
                         help="virtualenv holding the OpenStack services")
+    parser.add_argument("--nova-driver", choices=NOVA_DRIVERS, default="trusted",
+                        help="trusted: TrustedLibvirtDriver and SecurityProfileFilter (the "
+                             "default); stock: Nova's own libvirt driver and filters. A "
+                             "change restarts nova-scheduler and the nova-computes")
     args = parser.parse_args(argv)
     if args.purge and not args.down:
         parser.error("--purge goes with --down")
-    cloud = Cloud(CloudPaths(args.root, args.venv))
+    cloud = Cloud(CloudPaths(args.root, args.venv), args.nova_driver)
     try:
         if args.down:
             stopped = cloud.down()
@@ -45,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                           "clouds_yaml": str(cloud.paths.clouds_yaml),
                           "log_dir": str(cloud.paths.log)}, indent=1))
     else:
-        print(f"cloud up in {report.steps['bring_up_total']} s ({report.virt_type}); "
+        print(f"cloud up in {report.steps['bring_up_total']} s ({report.virt_type}, "
+              f"{report.nova_driver} nova driver); "
               f"OS_CLIENT_CONFIG_FILE={cloud.paths.clouds_yaml} OS_CLOUD=tl-demo")
     return 0
 
