@@ -118,3 +118,16 @@ def test_switching_the_nova_driver_restarts_only_the_scheduler_and_computes(tmp_
 def test_an_unknown_nova_driver_is_refused(tmp_path):
     with pytest.raises(CloudError, match=r"nova driver 'fake' is not one of"):
         Cloud(CloudPaths(tmp_path / "cloud", tmp_path / "venv"), nova_driver="fake")
+
+
+def test_a_check_command_that_times_out_is_not_ready_yet():
+    attempts = []
+
+    def slow_then_ready() -> bool:
+        attempts.append(1)
+        if len(attempts) == 1:
+            subprocess.run(["sleep", "5"], timeout=0.1)
+        return True
+
+    assert wait_until("libvirtd", slow_then_ready, 30) >= 0
+    assert len(attempts) == 2
