@@ -50,6 +50,9 @@ TrustedLaunchOpts = [
                     "directory per test class."),
     cfg.IntOpt("answer_timeout", default=900,
                help="Seconds to wait for a booted guest's agent to answer the challenge."),
+    cfg.IntOpt("challenge_timeout", default=60,
+               help="Seconds one challenge waits for the agent's answer (a guest under "
+                    "TCG on a loaded host answers slowly)."),
     cfg.IntOpt("scheduling_launches", default=2,
                help="How many extra servers the 'weak host never chosen' test launches."),
     cfg.BoolOpt("encrypted_images", default=True,

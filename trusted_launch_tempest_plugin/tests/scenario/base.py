@@ -143,7 +143,7 @@ class TrustedLaunchScenarioTest(test.BaseTestCase):
     def challenge(cls, server: dict, nonce_file: str) -> dict:
         """One challenge of the server's agent (ChallengeFailed if it does not prove N)."""
         return tenant.challenge(cls.agent_address(server), server["id"], nonce_file,
-                                cls.options.tenant_namespace)
+                                cls.options.tenant_namespace, cls.options.challenge_timeout)
 
     @classmethod
     def wait_for_answer(cls, server: dict, nonce_file: str) -> dict:
