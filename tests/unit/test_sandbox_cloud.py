@@ -159,3 +159,43 @@ def test_stop_all_ends_the_agents_dnsmasq_and_spares_other_processes(tmp_path):
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_switching_the_nova_driver_restarts_only_the_scheduler_and_computes(tmp_path):
+    paths = CloudPaths(tmp_path / "cloud", tmp_path / "venv")
+    trusted = Cloud(paths)
+    names = ["nova-scheduler", "nova-compute-tl-compute-high", "nova-compute-tl-compute-low",
+             "nova-conductor"]
+    for name in names:
+        trusted.table.start(Service(name, ["sleep", "300"]))
+    try:
+        trusted._restart_on_driver_change()  # first run, trusted: nothing to restart
+        assert all(trusted.table.alive(name) for name in names)
+        stock = Cloud(paths, nova_driver="stock")
+        stock._restart_on_driver_change()
+        assert [name for name in names if stock.table.alive(name)] == ["nova-conductor"]
+        assert (paths.data / "nova-driver").read_text() == "stock\n"
+        stock.table.start(Service("nova-scheduler", ["sleep", "300"]))
+        stock._restart_on_driver_change()  # same driver again: left running
+        assert stock.table.alive("nova-scheduler")
+    finally:
+        for name in names:
+            trusted.table.stop(name)
+
+
+def test_an_unknown_nova_driver_is_refused(tmp_path):
+    with pytest.raises(CloudError, match=r"nova driver 'fake' is not one of"):
+        Cloud(CloudPaths(tmp_path / "cloud", tmp_path / "venv"), nova_driver="fake")
+
+
+def test_a_check_command_that_times_out_is_not_ready_yet():
+    attempts = []
+
+    def slow_then_ready() -> bool:
+        attempts.append(1)
+        if len(attempts) == 1:
+            subprocess.run(["sleep", "5"], timeout=0.1)
+        return True
+
+    assert wait_until("libvirtd", slow_then_ready, 30) >= 0
+    assert len(attempts) == 2

@@ -8,7 +8,7 @@ import pathlib
 import sys
 from dataclasses import asdict
 
-from trusted_launch.sandbox.cloud.bringup import Cloud
+from trusted_launch.sandbox.cloud.bringup import NOVA_DRIVERS, Cloud
 from trusted_launch.sandbox.cloud.horizon import default_venv
 from trusted_launch.sandbox.cloud.layout import REPO, CloudPaths
 from trusted_launch.sandbox.cloud.processes import CloudError
@@ -29,11 +29,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="virtualenv holding Horizon (default .horizon-venv)")
     parser.add_argument("--no-horizon", action="store_true",
                         help="do not serve Horizon with the trusted-launch dashboard")
+    parser.add_argument("--nova-driver", choices=NOVA_DRIVERS, default="trusted",
+                        help="trusted: TrustedLibvirtDriver and SecurityProfileFilter (the "
+                             "default); stock: Nova's own libvirt driver and filters. A "
+                             "change restarts nova-scheduler and the nova-computes")
     args = parser.parse_args(argv)
     if args.purge and not args.down:
         parser.error("--purge goes with --down")
     cloud = Cloud(CloudPaths(args.root, args.venv),
-                  None if args.no_horizon else args.horizon_venv)
+                  None if args.no_horizon else args.horizon_venv, args.nova_driver)
     try:
         if args.down:
             stopped = cloud.down()
@@ -52,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                           "horizon_url": _horizon_url(cloud),
                           "log_dir": str(cloud.paths.log)}, indent=1))
     else:
-        print(f"cloud up in {report.steps['bring_up_total']} s ({report.virt_type}); "
+        print(f"cloud up in {report.steps['bring_up_total']} s ({report.virt_type}, "
+              f"{report.nova_driver} nova driver); "
               f"OS_CLIENT_CONFIG_FILE={cloud.paths.clouds_yaml} OS_CLOUD=tl-demo"
               + (f"; dashboard {_horizon_url(cloud)}" if cloud.horizon else ""))
     return 0

@@ -39,6 +39,10 @@ from trusted_launch.sandbox.swtpm import LocalCA, boot
 from trusted_launch.ttp.keystore import write_private_file
 
 PROFILES = ("low", "medium", "high")
+# --nova-driver: "trusted" (TrustedLibvirtDriver, SecurityProfileFilter) or "stock" (Nova's
+# own libvirt driver and filters: nova.conf as configs.py writes it, without the
+# trusted-launch configure step).
+NOVA_DRIVERS = ("trusted", "stock")
 TTP_DATABASE = configs.DB_PREFIX + "ttp"
 MYSQL_DATABASES = ("keystone", "glance", "placement", "nova_api", "nova_cell0", "nova_cell1",
                    "neutron")
@@ -79,6 +83,7 @@ class Report:
     virt_type: str = ""
     virt_type_reason: str = ""
     computes: dict[str, dict] = field(default_factory=dict)  # host: profile, TTP transport
+    nova_driver: str = ""
 
     def service(self, name: str, seconds: float, started: bool, port: int | None = None,
                 ) -> None:
@@ -89,8 +94,12 @@ class Report:
 class Cloud:
     """One cloud under ``paths.root``."""
 
-    def __init__(self, paths: CloudPaths, horizon_venv: pathlib.Path | None = None) -> None:
+    def __init__(self, paths: CloudPaths, horizon_venv: pathlib.Path | None = None,
+                 nova_driver: str = "trusted") -> None:
+        if nova_driver not in NOVA_DRIVERS:
+            raise CloudError(f"nova driver {nova_driver!r} is not one of {NOVA_DRIVERS}")
         self.paths = paths
+        self.nova_driver = nova_driver
         paths.make()
         self.state = CloudState.load_or_create(paths.state_file)
         self.horizon = Horizon(paths, self.state, horizon_venv) if horizon_venv else None
@@ -169,6 +178,8 @@ class Cloud:
         choice = hypervisor.choose_virt_type(self.paths.data)
         self.report.virt_type, self.report.virt_type_reason = choice.virt_type, choice.reason
         self.phase("configs", lambda: self._write_configs(choice))
+        self.report.nova_driver = self.nova_driver
+        self._restart_on_driver_change()
         self.phase("keystone", self._keystone)
         self.phase("glance", lambda: self._wsgi_service("glance", [
             self.paths.bin("glance-manage"), "--config-file",
@@ -291,7 +302,22 @@ class Cloud:
                               configs.nova_compute(p, s, host.name, choice.libvirt_options()))
         for service in WSGI_APPS:
             self._write_gunicorn_conf(service)
-        self._configure_trusted_launch()
+        if self.nova_driver == "trusted":
+            self._configure_trusted_launch()
+
+    def _driver_marker(self) -> pathlib.Path:
+        return self.paths.data / "nova-driver"
+
+    def _restart_on_driver_change(self) -> None:
+        """Stop nova-scheduler and the nova-computes when they run the other driver's
+        configuration (this run starts them again on the new one)."""
+        marker = self._driver_marker()
+        running = marker.read_text().strip() if marker.exists() else "trusted"
+        if running != self.nova_driver:
+            for name in ["nova-scheduler", *(f"nova-compute-{h.name}" for h in self.hosts)]:
+                if self.table.alive(name):
+                    self.table.stop(name)
+        marker.write_text(self.nova_driver + "\n")
 
     def _write_gunicorn_conf(self, service: str) -> None:
         app, _ = WSGI_APPS[service]

@@ -95,6 +95,11 @@ def placement(paths: CloudPaths, state: CloudState) -> Sections:
     }
 
 
+# Pooled connections kept open per process (oslo.db keeps 5 by default); more open
+# while busy and close after use.
+SMALL_POOL = {"max_pool_size": "2", "max_overflow": "10"}
+
+
 def nova(paths: CloudPaths, state: CloudState) -> Sections:
     """nova.conf of nova-api, nova-conductor and nova-scheduler."""
     conf = paths.etc / "nova" / "nova.conf"
@@ -104,14 +109,17 @@ def nova(paths: CloudPaths, state: CloudState) -> Sections:
                     "enabled_apis": "osapi_compute"},
         "api": {"auth_strategy": "keystone"},
         "wsgi": {"api_paste_config": str(paths.etc / "nova" / "api-paste.ini")},
-        "api_database": {"connection": database_url("nova_api")},
-        "database": {"connection": database_url("nova_cell1")},
+        "api_database": {"connection": database_url("nova_api"), **SMALL_POOL},
+        "database": {"connection": database_url("nova_cell1"), **SMALL_POOL},
         "keystone_authtoken": _authtoken(state, "nova"),
         "service_user": {"send_service_user_token": "True", **_service_auth(state, "nova")},
         "placement": _service_auth(state, "placement"),
         "neutron": _service_auth(state, "neutron"),
         "glance": {"region_name": REGION},
-        "scheduler": {"discover_hosts_in_cells_interval": "5"},
+        # One worker each and small pools: several clouds share the machine's MariaDB
+        # (max_connections 151), and its default two workers each hold pools.
+        "scheduler": {"discover_hosts_in_cells_interval": "5", "workers": "1"},
+        "conductor": {"workers": "1"},
         "oslo_concurrency": {"lock_path": str(paths.data / "nova" / "locks")},
         # Versioned and legacy notifications on the cloud's RabbitMQ; nothing consumes
         # them, so tests/cloud reads their queues (no secret may be in one).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -19,7 +20,8 @@ def wait_until(name: str, check: Callable[[], bool], timeout: float,
                table: ProcessTable | None = None) -> float:
     """Seconds until ``check()`` is true; CloudError naming ``name`` on timeout or death.
 
-    ``check`` may raise OSError or requests' errors while the service comes up.
+    ``check`` may raise OSError or requests' errors while the service comes up, or time
+    out running a command (a loaded machine: ``virsh version`` taking over 10 s).
     With a ``table``, a service process that exits stops the wait at once.
     """
     start = time.monotonic()
@@ -30,7 +32,8 @@ def wait_until(name: str, check: Callable[[], bool], timeout: float,
         try:
             if check():
                 return time.monotonic() - start
-        except (OSError, requests.RequestException, CloudError) as exc:
+        except (OSError, requests.RequestException, CloudError,
+                subprocess.TimeoutExpired) as exc:
             last_error = f"{type(exc).__name__}: {exc}"
         time.sleep(POLL_INTERVAL_S)
     _fail(name, f"not ready after {timeout:.0f} s {last_error}".rstrip(), table)

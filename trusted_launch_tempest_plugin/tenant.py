@@ -1,0 +1,70 @@
+"""The tenant's side of a trusted launch, through the trusted_launch client library.
+
+A token for the TTP (N kept in a 0600 nonce file, never in a log or an
+argument), the image digest H as Glance stored it, and the challenge of a
+booted guest. The challenge runs in ``[trusted_launch] tenant_namespace``
+when set (``ip netns exec``, :mod:`.challenge`), since the tenant reaches its
+guests' fixed IPs from there; the nonce goes there as a file name only.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+from trusted_launch.client.launch_token import create_launch_token
+from trusted_launch.crypto.digest import ImageDigest
+
+COMMAND_MARGIN_S = 60  # the challenge process's own start-up on a loaded machine
+
+
+class ChallengeFailed(Exception):
+    """The guest did not prove N (or could not be reached); the message says which."""
+
+
+def glance_digest(image: dict) -> ImageDigest:
+    """H as Glance recorded it at upload (``os_hash_algo`` / ``os_hash_value``)."""
+    algorithm, value = image.get("os_hash_algo"), image.get("os_hash_value")
+    if not algorithm or not value:
+        raise ValueError(f"image {image.get('id')} has no os_hash_value")
+    return ImageDigest.parse(f"{algorithm}:{value}")
+
+
+def launch_token(ttp_url: str, ca_file: str | None, profile: str, digest: ImageDigest,
+                 nonce_dir: str, image_key: bytes | None = None) -> tuple[str, str]:
+    """``(token, nonce file)`` for a launch of the image with digest ``digest``."""
+    token, nonce_path = create_launch_token(ttp_url, profile, digest, ca_file=ca_file,
+                                            nonce_dir=nonce_dir, image_key=image_key)
+    return token, str(nonce_path)
+
+
+def trusted_metadata(profile: str, ttp_url: str, token: str) -> dict[str, str]:
+    """The server properties that request a trusted launch."""
+    return {"trusted_sp": profile, "trusted_ttp": ttp_url, "trusted_token": token}
+
+
+def challenge(address: str, server_id: str, nonce_file: str, namespace: str = "",
+              timeout: float = 60) -> dict:
+    """Challenge the guest agent at ``address`` (host:port); its answer, or ChallengeFailed."""
+    argv = [sys.executable, "-m", "trusted_launch_tempest_plugin.challenge", "--address",
+            address, "--server-id", server_id, "--nonce-file", nonce_file,
+            "--timeout", str(timeout)]
+    if namespace:
+        argv = ["ip", "netns", "exec", namespace, *argv]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True,
+                                timeout=timeout + COMMAND_MARGIN_S, check=False,
+                                cwd=pathlib.Path(__file__).resolve().parents[1])
+    except subprocess.TimeoutExpired:
+        raise ChallengeFailed(f"the challenge of {address} took over "
+                              f"{timeout + COMMAND_MARGIN_S:.0f} s") from None
+    try:
+        answer = json.loads(result.stdout)
+    except ValueError:
+        raise ChallengeFailed(f"the challenge of {address} printed no answer (exit "
+                              f"{result.returncode}): {result.stderr.strip()[-500:]}") from None
+    if result.returncode != 0 or not answer.get("verified"):
+        raise ChallengeFailed(answer.get("error") or f"challenge exit {result.returncode}")
+    return answer

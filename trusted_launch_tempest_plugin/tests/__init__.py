@@ -1,0 +1,1 @@
+"""The plugin's tests (TrustedLaunchTempestPlugin.load_tests points tempest here)."""

@@ -1,0 +1,1 @@
+"""Scenario tests: real launches through Nova, checked from the tenant's side."""
