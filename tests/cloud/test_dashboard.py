@@ -87,14 +87,19 @@ def servers(target):
             clients.openstack("server", "delete", launch.server_id, output=False)
 
 
+def high_token(clients, target: CloudTarget) -> dict:
+    """A profile-high launch token (and its nonce file) made by the tenant's CLI."""
+    return clients.openstack("trusted", "token", "create", "--ttp", target.ttp_url, "--sp",
+                             "high", "--ca-file", target.ttp_ca_file, "--nonce-dir",
+                             str(pathlib.Path(target.work_dir) / "nonces"), "--image",
+                             target.image)
+
+
 @pytest.fixture(scope="module")
 def refused(target, servers):
     """A profile-high launch the admin forces onto tl-compute-low: the TTP refuses it."""
     clients = servers["clients"]
-    made = clients.openstack("trusted", "token", "create", "--ttp", target.ttp_url, "--sp",
-                             "high", "--ca-file", target.ttp_ca_file, "--nonce-dir",
-                             str(pathlib.Path(target.work_dir) / "nonces"), "--image",
-                             target.image)
+    made = high_token(clients, target)
     name = f"hz-refused-{uuid.uuid4().hex[:6]}"
     created = clients.openstack(
         "server", "create", "--image", target.image, "--flavor", target.flavor, "--network",
@@ -249,10 +254,7 @@ def test_tenant_launches_through_the_form_and_sees_it_accepted(browser, dashboar
     from selenium.webdriver.support.ui import Select
 
     clients = servers["clients"]
-    made = clients.openstack("trusted", "token", "create", "--ttp", target.ttp_url, "--sp",
-                             "high", "--ca-file", target.ttp_ca_file, "--nonce-dir",
-                             str(pathlib.Path(target.work_dir) / "nonces"), "--image",
-                             target.image)
+    made = high_token(clients, target)
     name = f"hz-form-{uuid.uuid4().hex[:6]}"
     secrets = {**secrets_, "form launch token": made["token"],
                "form N": read_nonce_file(made["nonce_file"]).hex()}
