@@ -564,7 +564,7 @@ def _connections(sock: socket.socket) -> int:
 
 
 def _driver_release(hosts, url: str, allowed: list[str], token: str) -> object:
-    """The compute driver's own release path (allow-list, client, protocol)."""
+    """The compute driver's own attestation path, steps 5-11 (allow-list, client, protocol)."""
     import nova.conf
 
     from trusted_launch.compute.driver import TrustedLaunchRequest, TrustedLibvirtDriver
@@ -573,10 +573,10 @@ def _driver_release(hosts, url: str, allowed: list[str], token: str) -> object:
     conf = nova.conf.CONF
     conf.set_override("allowed_ttp_urls", allowed, group="trusted_launch")
     driver = types.SimpleNamespace(
-        trusted_host=hosts["trusted"].runner, pool_refiller=None,
+        trusted_host=hosts["trusted"].runner, _refill_pool=lambda: None,
         _ttp_client=lambda base: TTPClient(base, timeout=2, connect_retries=0))
     try:
-        return TrustedLibvirtDriver._release(
+        return TrustedLibvirtDriver._attest(
             driver, types.SimpleNamespace(uuid=_launch()),
             TrustedLaunchRequest(token=token, ttp_url=url, profile="high"), StepTimer())
     finally:
