@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from trusted_launch.compute.errors import LaunchRefused
-from trusted_launch.compute.image_digest import FileIdentity
+from trusted_launch.compute.file_watch import FileValues, FileWatch
 from trusted_launch.crypto.image_key import (
     LUKS_ITER_TIME_MS,
     check_image_key,
@@ -116,32 +116,24 @@ def inspect_disk(path: str | os.PathLike) -> DiskInfo:
 
 
 class BaseDiskInfos:
-    """:func:`inspect_disk` of cached base images, run once while a file is unchanged.
+    """:func:`inspect_disk` of cached base images, run once while a file's bytes hold.
 
     Every trusted launch checks whether its base is a LUKS qcow2; ``qemu-img
-    info`` (a process, tens of ms) need not run again for a base whose device,
-    inode, size, mtime and ctime are those it was inspected at (as
-    :class:`~trusted_launch.compute.image_digest.BaseImageDigests`).
+    info`` (a process, tens of ms) runs again only after the file changed
+    (:class:`~trusted_launch.compute.file_watch.FileValues`).
     """
 
-    def __init__(self) -> None:
-        self._memory: dict[str, tuple[FileIdentity, DiskInfo]] = {}
-        self._lock = threading.Lock()
-        self.inspected = 0  # how many times qemu-img (or the raw check) actually ran
+    def __init__(self, watch: FileWatch | None = None) -> None:
+        self._values: FileValues[DiskInfo] = FileValues(watch)
+
+    @property
+    def inspected(self) -> int:
+        """How many times qemu-img (or the raw check) actually ran."""
+        return self._values.computed
 
     def inspect(self, base: str | os.PathLike) -> DiskInfo:
         path = pathlib.Path(base)
-        identity = FileIdentity.of(path)
-        with self._lock:
-            remembered = self._memory.get(str(path))
-        if remembered is not None and remembered[0] == identity:
-            return remembered[1]
-        info = inspect_disk(path)
-        self.inspected += 1
-        if FileIdentity.of(path) == identity:
-            with self._lock:
-                self._memory[str(path)] = (identity, info)
-        return info
+        return self._values.get(path, "disk-info", lambda: inspect_disk(path))
 
 
 def check_key_matches(base: DiskInfo, image_key: bytes | None) -> bool:

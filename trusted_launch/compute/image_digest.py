@@ -3,10 +3,11 @@
 Nova keeps each downloaded image once in ``<instances_path>/_base/`` and builds
 every instance disk on top of it, so H is checked against that file: the bytes
 this host actually boots, never the digest Glance claims. Hashing a large
-image takes seconds, so the result is remembered in process and in a sidecar
-file ``<base>.trusted-launch.<alg>`` next to it. Either record is used only
-while the base file's device, inode, size, mtime and ctime are unchanged; any
-change (a re-download, an edit, ``touch``) makes the next launch hash again.
+image takes seconds, so the result is remembered in process while the file's
+bytes cannot have changed (:mod:`.file_watch`: Nova's own touch keeps it, any
+write drops it) and in a sidecar file ``<base>.trusted-launch.<alg>`` next to
+it, used only while the base file's device, inode, size, mtime and ctime are
+those it records.
 """
 
 from __future__ import annotations
@@ -17,34 +18,20 @@ import logging
 import os
 import pathlib
 import tempfile
-import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
+from trusted_launch.compute.file_watch import FileIdentity, FileValues, FileWatch
 from trusted_launch.crypto.digest import DIGEST_SIZES, ImageDigest, digest_file
 
 LOG = logging.getLogger(__name__)
 SIDECAR_SUFFIX = ".trusted-launch."
 MAX_SIDECAR_BYTES = 4096
 
+__all__ = ["BaseImageDigests", "BaseImageMissing", "FileIdentity", "sidecar_path"]
+
 
 class BaseImageMissing(FileNotFoundError):
     """No local base image to digest (e.g. RBD clones or boot from volume)."""
-
-
-@dataclass(frozen=True)
-class FileIdentity:
-    """What must stay equal for a remembered digest to stay valid."""
-
-    device: int
-    inode: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-
-    @classmethod
-    def of(cls, path: pathlib.Path) -> FileIdentity:
-        info = path.stat()
-        return cls(info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def sidecar_path(base: pathlib.Path, algorithm: str) -> pathlib.Path:
@@ -53,63 +40,43 @@ def sidecar_path(base: pathlib.Path, algorithm: str) -> pathlib.Path:
 
 
 class BaseImageDigests:
-    """Digests of base image files, each computed once while the file is unchanged."""
+    """Digests of base image files, each computed once while the file's bytes hold."""
 
-    def __init__(self, *, use_sidecars: bool = True) -> None:
+    def __init__(self, *, use_sidecars: bool = True, watch: FileWatch | None = None) -> None:
         self._use_sidecars = use_sidecars
-        self._memory: dict[tuple[str, str], tuple[FileIdentity, ImageDigest]] = {}
-        self._lock = threading.Lock()
-        self._file_locks: dict[str, threading.Lock] = {}
-        self.computed = 0  # how many times a file was actually hashed
+        self._values: FileValues[ImageDigest] = FileValues(watch)
+
+    @property
+    def computed(self) -> int:
+        """How many times a file was actually hashed."""
+        return self._values.computed
 
     def digest(self, base: str | os.PathLike, algorithm: str) -> ImageDigest:
         """The ``algorithm`` digest of ``base``; BaseImageMissing if it does not exist."""
         path = pathlib.Path(base)
         if algorithm not in DIGEST_SIZES:
             raise ValueError(f"image digest algorithm {algorithm!r} is not supported")
-        with self._lock_for(path):
-            identity = self._identity(path)
-            remembered = self._remembered(path, algorithm, identity)
-            if remembered is not None:
-                return remembered
-            value = digest_file(path, algorithm)
-            self.computed += 1
-            if FileIdentity.of(path) != identity:
-                raise OSError(f"base image {path} changed while it was being hashed")
-            self._remember(path, algorithm, identity, value)
-            return value
 
-    def _lock_for(self, path: pathlib.Path) -> threading.Lock:
-        with self._lock:
-            return self._file_locks.setdefault(str(path), threading.Lock())
+        def compute() -> ImageDigest:
+            return digest_file(path, algorithm)
 
-    @staticmethod
-    def _identity(path: pathlib.Path) -> FileIdentity:
-        try:
-            return FileIdentity.of(path)
-        except FileNotFoundError:
-            raise BaseImageMissing(f"no cached base image at {path}") from None
+        def load(identity: FileIdentity) -> ImageDigest | None:
+            if not self._use_sidecars:
+                return None
+            return _read_sidecar(sidecar_path(path, algorithm), algorithm, identity)
 
-    def _remembered(self, path: pathlib.Path, algorithm: str,
-                    identity: FileIdentity) -> ImageDigest | None:
-        entry = self._memory.get((str(path), algorithm))
-        if entry is not None and entry[0] == identity:
-            return entry[1]
-        if not self._use_sidecars:
-            return None
-        value = _read_sidecar(sidecar_path(path, algorithm), algorithm, identity)
-        if value is not None:
-            self._memory[(str(path), algorithm)] = (identity, value)
-        return value
-
-    def _remember(self, path: pathlib.Path, algorithm: str, identity: FileIdentity,
-                  value: ImageDigest) -> None:
-        self._memory[(str(path), algorithm)] = (identity, value)
-        if self._use_sidecars:
+        def store(identity: FileIdentity, value: ImageDigest) -> None:
+            if not self._use_sidecars:
+                return
             try:
                 _write_sidecar(sidecar_path(path, algorithm), identity, value)
             except OSError as exc:  # the digest is still right; only the cache is lost
                 LOG.warning("cannot write image digest sidecar for %s: %s", path, exc)
+
+        try:
+            return self._values.get(path, algorithm, compute, load, store)
+        except FileNotFoundError:
+            raise BaseImageMissing(f"no cached base image at {path}") from None
 
 
 def _read_sidecar(path: pathlib.Path, algorithm: str,
