@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import json
 import os
 import pathlib
@@ -43,6 +44,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 if __package__ in (None, ""):  # run as a script: bench/ is not a package then
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -275,6 +277,21 @@ def run_launches(bench: CloudBench, launches: int, concurrency: int = 1, warmup:
     return ended
 
 
+@contextlib.contextmanager
+def only_high_host(bench: CloudBench) -> Iterator[None]:
+    """Every kind on the high host: the low host's nova-compute is disabled meanwhile."""
+    service = ("compute", "service", "set")
+    low = bench.target.low_host
+    bench.clients.openstack(*service, "--disable", "--disable-reason",
+                            "bench_cloud --one-host", low, "nova-compute",
+                            admin=True, output=False)
+    try:
+        yield
+    finally:
+        bench.clients.openstack(*service, "--enable", low, "nova-compute",
+                                admin=True, output=False)
+
+
 def split_samples(ended: list[dict]) -> tuple[dict[str, list[dict]], list[dict], int]:
     """(measured samples per kind, warm-ups and failures left out; the failed launches;
     how many launches the time budget left unstarted)."""
@@ -309,7 +326,8 @@ def _virt_type_reason(report_file: str | None) -> str:
 def run(launches: int = LAUNCHES, concurrency: int = CONCURRENCY, warmup: int = WARMUP,
         answer_grace_s: float = ANSWER_GRACE_S, cloud_report: str | None = None,
         max_minutes: float | None = None, samples_file: str | None = None,
-        from_samples: str | None = None, guest_launches: int | None = None) -> dict:
+        from_samples: str | None = None, guest_launches: int | None = None,
+        one_host: bool = False) -> dict:
     """Launch and measure (or, with ``from_samples``, report a saved run's samples)."""
     target = _target()
     if target is None:
@@ -322,8 +340,9 @@ def run(launches: int = LAUNCHES, concurrency: int = CONCURRENCY, warmup: int = 
     else:
         stop_at = None if max_minutes is None else time.monotonic() + max_minutes * 60
         bench = CloudBench(target, answer_grace_s, stop_at)
-        ended = run_launches(bench, launches, concurrency, warmup, samples_file,
-                             guest_launches)
+        with only_high_host(bench) if one_host else contextlib.nullcontext():
+            ended = run_launches(bench, launches, concurrency, warmup, samples_file,
+                                 guest_launches)
     samples, failed, not_run = split_samples(ended)
     logs = _compute_logs(target, [s["id"] for kind in samples.values() for s in kind])
     for kind_samples in samples.values():
@@ -334,7 +353,7 @@ def run(launches: int = LAUNCHES, concurrency: int = CONCURRENCY, warmup: int = 
                "cloud_warmup_rounds": warmup, "cloud_virt_type": target.virt_type or "unknown",
                "cloud_hypervisor": hypervisor_name(target.virt_type),
                "cloud_virt_type_reason": _virt_type_reason(cloud_report),
-               "cloud_cpus": os.cpu_count(),
+               "cloud_cpus": os.cpu_count(), "cloud_one_host": one_host,
                "cloud_run_s": None if from_samples else round(time.time() - started),
                "cloud_not_run_launches": not_run,
                "cloud_failed_launches": [{k: s.get(k) for k in ("label", "id", "error")}
@@ -371,12 +390,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-samples", metavar="FILE",
                         help="launch nothing: report the samples a run saved with --samples "
                              "(with the same cloud's compute logs)")
+    parser.add_argument("--one-host", action="store_true",
+                        help="launch every kind on the high host (the low host's nova-compute "
+                             "is disabled for the run): the kinds then share one compute")
     parser.add_argument("--json", metavar="FILE", help="also write the figures and every "
                                                        "sample to FILE")
     args = parser.parse_args(argv)
     figures = run(args.launches, args.concurrency, args.warmup, args.answer_grace,
                   args.cloud_report, args.max_minutes, args.samples, args.from_samples,
-                  args.guest_launches)
+                  args.guest_launches, args.one_host)
     if "skipped" in figures:
         print(f"bench_cloud: skipped: {figures['skipped']}", file=sys.stderr)
         return 1

@@ -5,8 +5,10 @@ while the file's device, inode, size, mtime and ctime are those it was computed
 at. Nova touches a cached base image on every launch that uses it, which moves
 mtime and ctime without changing a byte; where Linux's inotify is available, a
 value also survives such attribute-only changes, as long as the kernel reported
-no write, truncation, rename or deletion of the file in between. Design and
-limits: doc/real-cloud.md, "Image digests across Nova's touch".
+no write, truncation, rename or deletion of the file in between, and mtime did
+not move without an attribute change (a write through a shared mapping raises
+no inotify event). Design and limits: doc/real-cloud.md, "Image digests across
+Nova's touch".
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # <sys/inotify.h>
-IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+IN_MODIFY, IN_ATTRIB = 0x2, 0x4
 IN_DELETE_SELF, IN_MOVE_SELF = 0x400, 0x800
 IN_Q_OVERFLOW, IN_IGNORED = 0x4000, 0x8000
 IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000
-CONTENT_EVENTS = IN_MODIFY | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED
-WATCHED_EVENTS = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF
+# Not IN_CLOSE_WRITE: libvirt opens every disk of a domain, the base too, read-write only
+# to lock its metadata, and closes it unwritten on each start and stop.
+CONTENT_EVENTS = IN_MODIFY | IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED
+WATCHED_EVENTS = IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF
 EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
 _LIBC: ctypes.CDLL | None = None
 

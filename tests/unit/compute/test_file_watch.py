@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import mmap
 import os
@@ -21,6 +22,8 @@ def base(tmp_path) -> pathlib.Path:
     path = tmp_path / "_base" / "0123abcd"
     path.parent.mkdir()
     path.write_bytes(CONTENT)
+    day_ago = path.stat().st_mtime_ns - 86400 * 10**9
+    os.utime(path, ns=(day_ago, day_ago))  # any later write moves mtime, however soon
     return path
 
 
@@ -73,13 +76,26 @@ def test_in_place_write_with_mtime_restored_is_hashed_again(base, watch) -> None
 
 
 def test_write_through_a_shared_mapping_is_hashed_again(base, watch) -> None:
+    """No inotify event for it; mtime moved without an attribute change."""
     digests = BaseImageDigests(use_sidecars=False, watch=watch)
     _digest(digests, base)
     with open(base, "r+b") as handle, mmap.mmap(handle.fileno(), 0) as mapped:
         mapped[100] ^= 0x01
-    os.utime(base)
     assert _digest(digests, base) == hashlib.sha256(base.read_bytes()).digest()
     assert digests.computed == 2
+
+
+def test_libvirt_locking_the_base_read_write_keeps_the_digest(base, watch) -> None:
+    """libvirt opens a domain's disks read-write to lock them, and writes nothing."""
+    digests = BaseImageDigests(use_sidecars=False, watch=watch)
+    _digest(digests, base)
+    for _ in range(2):  # a domain's start and stop
+        with open(base, "r+b") as handle:
+            fcntl.lockf(handle, fcntl.LOCK_EX)
+            os.chown(base, os.getuid(), os.getgid())  # its DAC driver relabels too
+    os.utime(base)  # the next launch: Nova's touch
+    _digest(digests, base)
+    assert digests.computed == 1
 
 
 def test_truncation_is_hashed_again(base, watch) -> None:
