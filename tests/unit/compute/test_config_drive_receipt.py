@@ -15,6 +15,7 @@ import secrets
 
 import pytest
 
+from tests.fixtures.receipts import receipt_for
 from trusted_launch.compute.nonce_injection import (
     NONCE_PATH,
     RECEIPT_KEY_PATH,
@@ -22,7 +23,7 @@ from trusted_launch.compute.nonce_injection import (
     nonce_builder_class,
 )
 from trusted_launch.compute.release_receipt import load_receipt_keys, receipt_key_pem
-from trusted_launch.crypto.receipt import Receipt, nonce_binding, sign_receipt
+from trusted_launch.crypto.receipt import sign_receipt
 from trusted_launch.guest.receipt_status import (
     RECEIPT_FILE,
     RECEIPT_KEY_FILE,
@@ -59,14 +60,9 @@ def host_key_pem(tmp_path, ttp_key) -> bytes:
 
 
 def signed_receipt(ttp_key: ReceiptKey, nonce: bytes, **changes) -> bytes:
-    fields = dict(attestation_id="0d9a3c1e-0000-4000-8000-000000000001", launch_id=LAUNCH_ID,
-                  host="tl-compute-high", verdict="trusted", issued_at=1_790_000_000,
-                  requested_profile="high", satisfied_profile="high",
-                  image_digest="sha512:" + "ab" * 64, token_digest=TOKEN_DIGEST.hex(),
-                  nonce_binding=nonce_binding(nonce, TOKEN_DIGEST).hex())
-    fields.update(changes)
-    return json.dumps(sign_receipt(Receipt(**fields), ttp_key.private_key()),
-                      sort_keys=True).encode()
+    receipt = receipt_for(nonce, TOKEN_DIGEST, **{"launch_id": LAUNCH_ID,
+                                                  "host": "tl-compute-high", **changes})
+    return json.dumps(sign_receipt(receipt, ttp_key.private_key()), sort_keys=True).encode()
 
 
 def build_drive(tmp_path: pathlib.Path, nonce: bytes, receipt: bytes | None,

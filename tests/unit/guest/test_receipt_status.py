@@ -10,11 +10,11 @@ import os
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.fixtures.receipts import receipt_for as fixture_receipt
 from tests.unit.guest.conftest import SERVER_ID, serve_in_thread
 from trusted_launch.cmd import guest as guest_cmd
 from trusted_launch.crypto.receipt import (
     Receipt,
-    nonce_binding,
     public_key_pem,
     sign_receipt,
 )
@@ -27,13 +27,7 @@ TTP_KEY = ec.generate_private_key(ec.SECP256R1())
 
 
 def receipt_for(nonce: bytes, **changes) -> Receipt:
-    fields = dict(attestation_id="3c1e2f5a-0000-4000-8000-000000000001", launch_id=SERVER_ID,
-                  host="compute-7", verdict="trusted", issued_at=1_790_000_000,
-                  requested_profile="high", satisfied_profile="high",
-                  image_digest="sha512:" + "cd" * 64, token_digest=TOKEN_DIGEST.hex(),
-                  nonce_binding=nonce_binding(nonce, TOKEN_DIGEST).hex())
-    fields.update(changes)
-    return Receipt(**fields)
+    return fixture_receipt(nonce, TOKEN_DIGEST, **{"launch_id": SERVER_ID, **changes})
 
 
 @pytest.fixture
