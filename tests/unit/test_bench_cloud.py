@@ -39,6 +39,8 @@ LOG = "".join([
                                       "image_digest 1.0 ms, encrypted_image 0.2 ms), of "
                                       "which 30.5 ms in spawn's path (the rest overlapped the "
                                       "image and disks)"),
+    _line("17:00:07.250", TRUSTED_ID, "VM Paused (Lifecycle Event)"),
+    _line("17:00:08.750", TRUSTED_ID, "VM Resumed (Lifecycle Event)"),
     _line("17:00:09.000", TRUSTED_ID, "Took 7.00 seconds to spawn the instance on the "
                                       "hypervisor."),
     _line("17:00:09.400", TRUSTED_ID, "Took 7.90 seconds to build instance."),
@@ -59,6 +61,7 @@ def test_compute_log_gives_each_instances_claim_spawn_build_and_protocol_steps()
     assert trusted.protocol_total_ms == 95.5  # the driver's total, not the sum of the steps
     assert trusted.protocol_ms == 30.5  # what spawn waited for
     assert plain.protocol_ms is None and plain.build_s is None and plain.spawn_s == 3.5
+    assert trusted.vif_wait_s == pytest.approx(1.5) and plain.vif_wait_s is None
 
 
 def test_compute_log_keeps_only_the_wanted_instances() -> None:
@@ -95,6 +98,8 @@ def test_log_figures_are_seconds_from_the_create_call() -> None:
     assert sample["build_before_spawn_s"] == pytest.approx(0.9)
     assert sample["build_to_active_s"] == pytest.approx(10.0 - 8.9)
     assert (sample["protocol_ms"], sample["protocol_total_ms"]) == (30.5, 95.5)
+    assert sample["vif_wait_ms"] == pytest.approx(1500.0)
+    assert sample["active_less_vif_wait_ms"] == pytest.approx(8500.0)
     untouched = {"created_at": created, "active_ms": 1.0}
     add_log_figures(untouched, None)
     assert untouched == {"created_at": created, "active_ms": 1.0}
@@ -133,6 +138,17 @@ def test_summary_gives_the_added_time_its_share_and_the_verdicts() -> None:
     assert figures["cloud_protocol_in_spawn_ms_p50"] == 100.0
     assert figures["cloud_protocol_share_of_spawn_p50"] == 0.02
     assert figures["cloud_protocol_steps_ms_p50"] == {"certify": 40.0, "ttp": 60.0}
+
+
+def test_summary_takes_the_added_time_also_without_neutrons_vif_wait() -> None:
+    samples = _samples({"plain_config_drive": [1000.0, 1800.0], "trusted": [1900.0, 1300.0]})
+    for sample, wait in zip(samples["plain_config_drive"] + samples["trusted"],
+                            (100.0, 900.0, 900.0, 300.0), strict=True):
+        sample.update(vif_wait_ms=wait, active_less_vif_wait_ms=sample["active_ms"] - wait)
+    figures = summarize(samples)
+    assert figures["cloud_trusted_added_active_ms_p50"] == 200.0
+    assert figures["cloud_trusted_vif_wait_ms_p50"] == 600.0
+    assert figures["cloud_trusted_added_active_less_vif_wait_ms_p50"] == 100.0
 
 
 def test_summary_without_trusted_answers_reports_the_share_as_unmeasured() -> None:
