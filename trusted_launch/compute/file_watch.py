@@ -13,12 +13,15 @@ Nova's touch".
 
 from __future__ import annotations
 
+import array
 import ctypes
 import errno
+import fcntl
 import logging
 import os
 import pathlib
 import struct
+import termios
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,14 +143,13 @@ class FileWatch:
         return state
 
     def _drain(self) -> None:
-        """Count every event the kernel has queued so far."""
-        while True:
-            try:
-                data = os.read(self._fd, 64 * 1024) if self._fd is not None else b""
-            except BlockingIOError:
-                return
-            if not data:
-                return
+        """Count every event the kernel has queued so far (never waits for one).
+
+        Reads only what FIONREAD says is queued: eventlet's green ``os.read``
+        waits for data on a non-blocking descriptor instead of raising EAGAIN.
+        """
+        while self._fd is not None and (queued := _queued_bytes(self._fd)) > 0:
+            data = os.read(self._fd, queued)
             offset = 0
             while offset + EVENT_HEADER.size <= len(data):
                 wd, mask, _cookie, length = EVENT_HEADER.unpack_from(data, offset)
@@ -213,6 +215,12 @@ class FileValues(Generic[T]):
     def _lock_for(self, path: pathlib.Path) -> threading.Lock:
         with self._lock:
             return self._file_locks.setdefault(str(path), threading.Lock())
+
+
+def _queued_bytes(fd: int) -> int:
+    count = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, count, True)
+    return count[0]
 
 
 def _libc() -> ctypes.CDLL:

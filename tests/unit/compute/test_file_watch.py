@@ -10,6 +10,7 @@ import pathlib
 
 import pytest
 
+from trusted_launch.compute import file_watch
 from trusted_launch.compute.encrypted_image import BaseDiskInfos
 from trusted_launch.compute.file_watch import FileValues, FileWatch
 from trusted_launch.compute.image_digest import BaseImageDigests, sidecar_path
@@ -158,3 +159,20 @@ def test_disk_info_survives_a_touch_but_not_a_write(base, watch) -> None:
         handle.write(b"x")
     assert infos.inspect(base).virtual_size == len(CONTENT) + 1
     assert infos.inspected == 2
+
+
+def test_looking_up_never_reads_an_empty_event_queue(base, watch, monkeypatch) -> None:
+    """eventlet's green os.read waits on an empty non-blocking descriptor: a hang."""
+    real_read = os.read
+
+    def read_like_eventlet(fd: int, size: int) -> bytes:
+        assert file_watch._queued_bytes(fd) > 0, "read of an empty inotify queue"
+        return real_read(fd, size)
+
+    monkeypatch.setattr(file_watch.os, "read", read_like_eventlet)
+    digests = BaseImageDigests(use_sidecars=False, watch=watch)
+    _digest(digests, base)
+    os.utime(base)
+    _digest(digests, base)
+    _digest(digests, base)
+    assert digests.computed == 1
