@@ -12,8 +12,7 @@ cd "$(dirname "$0")/.."
 VENV=${TL_CLOUD_VENV:-$PWD/.cloud-venv}
 CONCURRENCY=${TEMPEST_CONCURRENCY:-2}
 mode=${1:-}
-results=$PWD/.cloud/tempest/results
-mkdir -p "$results"
+results=$PWD/.cloud/tempest/results   # inside the workspace: made after tempest init
 
 workspace() {   # (re)write tempest.conf for the cloud as it runs now; prints the workspace
     "$VENV/bin/python" -m trusted_launch.sandbox.cloud.tempest_conf --venv "$VENV"
@@ -23,6 +22,7 @@ run() {         # run <name> <tempest run arguments...>: subunit into results/<n
     local name=$1 dir started
     shift
     dir=$(workspace)
+    mkdir -p "$results"
     started=$(date +%s)
     echo "run-tempest: $name: tempest run $*" >&2
     (cd "$dir" && "$VENV/bin/tempest" run --concurrency "$CONCURRENCY" --subunit "$@") \
