@@ -5,6 +5,8 @@ argument), the image digest H as Glance stored it, and the challenge of a
 booted guest. The challenge runs in ``[trusted_launch] tenant_namespace``
 when set (``ip netns exec``, :mod:`.challenge`), since the tenant reaches its
 guests' fixed IPs from there; the nonce goes there as a file name only.
+The wait for a booting guest (:func:`wait_for_proof`) is bounded as a whole
+and says, when it ends without a proof, what it waited for.
 """
 
 from __future__ import annotations
