@@ -2,8 +2,8 @@
 # Tempest against the cloud of tools/run-cloud.sh (see doc/tempest.md):
 #   tools/run-tempest.sh plugin     the trusted launch plugin: tempest run --regex trusted_launch
 #   tools/run-tempest.sh compare    Tempest's compute API tests (tools/tempest/compute-api.txt)
-#                                   with the stock Nova driver and scheduler filters, then with
-#                                   TrustedLibvirtDriver and SecurityProfileFilter; prints the
+#                                   with TrustedLibvirtDriver and SecurityProfileFilter, then with
+#                                   the stock Nova driver and scheduler filters; prints the
 #                                   counts side by side and the tests whose result differs
 # Brings the cloud up (or reuses it) with TL_CLOUD_NAME; results in .cloud/tempest/results/.
 # TEMPEST_CONCURRENCY (default 2) sets how many test classes run at once.
