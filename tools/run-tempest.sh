@@ -2,8 +2,8 @@
 # Tempest against the cloud of tools/run-cloud.sh (see doc/tempest.md):
 #   tools/run-tempest.sh plugin     the trusted launch plugin: tempest run --regex trusted_launch
 #   tools/run-tempest.sh compare    Tempest's compute API tests (tools/tempest/compute-api.txt)
-#                                   with the stock Nova driver and scheduler filters, then with
-#                                   TrustedLibvirtDriver and SecurityProfileFilter; prints the
+#                                   with TrustedLibvirtDriver and SecurityProfileFilter, then with
+#                                   the stock Nova driver and scheduler filters; prints the
 #                                   counts side by side and the tests whose result differs
 # Brings the cloud up (or reuses it) with TL_CLOUD_NAME; results in .cloud/tempest/results/.
 # TEMPEST_CONCURRENCY (default 2) sets how many test classes run at once.
@@ -12,8 +12,7 @@ cd "$(dirname "$0")/.."
 VENV=${TL_CLOUD_VENV:-$PWD/.cloud-venv}
 CONCURRENCY=${TEMPEST_CONCURRENCY:-2}
 mode=${1:-}
-results=$PWD/.cloud/tempest/results
-mkdir -p "$results"
+results=$PWD/.cloud/tempest/results   # inside the workspace: made after tempest init
 
 workspace() {   # (re)write tempest.conf for the cloud as it runs now; prints the workspace
     "$VENV/bin/python" -m trusted_launch.sandbox.cloud.tempest_conf --venv "$VENV"
@@ -23,6 +22,7 @@ run() {         # run <name> <tempest run arguments...>: subunit into results/<n
     local name=$1 dir started
     shift
     dir=$(workspace)
+    mkdir -p "$results"
     started=$(date +%s)
     echo "run-tempest: $name: tempest run $*" >&2
     (cd "$dir" && "$VENV/bin/tempest" run --concurrency "$CONCURRENCY" --subunit "$@") \

@@ -45,6 +45,53 @@ def test_an_agent_that_does_not_answer_is_named(tmp_path):
         tenant.challenge(f"127.0.0.1:{port}", SERVER_ID, nonce, timeout=5)
 
 
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again: nothing listens there
+
+
+def test_waiting_for_the_right_nonce_returns_the_answer(agent):
+    answer = tenant.wait_for_proof(agent.address, SERVER_ID, agent.nonce_file, namespace="",
+                                   answer_timeout=60, challenge_timeout=10,
+                                   console=lambda: "")
+    assert answer["verified"] is True
+
+
+def test_waiting_for_another_nonce_fails_at_the_first_answer(agent, tmp_path):
+    other = _nonce_file(tmp_path / "other", os.urandom(32))
+    with pytest.raises(tenant.ChallengeFailed, match=r"MAC mismatch") as raised:
+        tenant.wait_for_proof(agent.address, SERVER_ID, other, namespace="",
+                              answer_timeout=600, challenge_timeout=10, console=lambda: "")
+    assert not isinstance(raised.value, tenant.AnswerTimeout)
+
+
+def test_a_wait_for_an_agent_that_never_answers_ends_and_says_what_it_waited_for(tmp_path):
+    port = _closed_port()
+    nonce = _nonce_file(tmp_path / "n", os.urandom(32))
+    with pytest.raises(tenant.AnswerTimeout) as raised:
+        tenant.wait_for_proof(f"127.0.0.1:{port}", SERVER_ID, nonce, namespace="",
+                              answer_timeout=2, challenge_timeout=1, poll=0.2,
+                              console=lambda: "login: ")
+    message = str(raised.value)
+    assert f"server {SERVER_ID}: its agent at 127.0.0.1:{port} did not prove" in message
+    assert "answer_timeout 2 s" in message
+    assert f"cannot reach the VM agent at 127.0.0.1:{port}" in message
+    assert message.endswith("console tail:\nlogin: ")
+
+
+def test_a_kernel_panic_on_the_console_ends_the_wait_at_once(tmp_path):
+    panic = "Kernel panic - not syncing: IO-APIC + timer doesn't work!"
+    nonce = _nonce_file(tmp_path / "n", os.urandom(32))
+    with pytest.raises(tenant.AnswerTimeout) as raised:
+        tenant.wait_for_proof(f"127.0.0.1:{_closed_port()}", SERVER_ID, nonce, namespace="",
+                              answer_timeout=3600, challenge_timeout=1,
+                              console=lambda: panic)
+    message = str(raised.value)
+    assert "its console shows a kernel panic; challenges: 1)" in message
+    assert message.endswith(panic)
+
+
 def test_glance_digest_is_the_stored_hash_and_a_missing_one_is_refused():
     value = "ab" * 64
     assert tenant.glance_digest({"id": "i", "os_hash_algo": "sha512",

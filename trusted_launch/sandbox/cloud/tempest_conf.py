@@ -103,9 +103,12 @@ def write_workspace(paths: CloudPaths) -> pathlib.Path:
     directory = workspace(paths)
     if not (directory / ".stestr.conf").exists():
         directory.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([paths.bin("tempest"), "init", "--workspace-path",
-                        str(paths.root / "tempest-workspaces.yaml"), str(directory)],
-                       check=True, capture_output=True, text=True, timeout=300)
+        init = subprocess.run([paths.bin("tempest"), "init", "--workspace-path",
+                               str(paths.root / "tempest-workspaces.yaml"), str(directory)],
+                              check=False, capture_output=True, text=True, timeout=300)
+        if init.returncode != 0:  # e.g. the directory exists and is not a workspace
+            raise RuntimeError(f"tempest init {directory} failed (exit {init.returncode}): "
+                               f"{(init.stderr or init.stdout).strip()[-2000:]}")
     write_conf(directory / "etc" / "tempest.conf", sections(paths))
     return directory
 
