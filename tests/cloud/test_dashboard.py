@@ -175,6 +175,30 @@ def log_in(driver, dashboard: str, user: str, password: str) -> None:
     wait_for(driver, "#navbar-collapse, .navbar")
 
 
+def choose(driver, field_id: str, wanted: str) -> None:
+    """Pick the option shown as (or valued) ``wanted`` in one of Horizon's themable
+    selects, as a user does: in its dropdown.
+
+    The native ``<select>`` is hidden once Horizon's script has made the dropdown
+    (``select-initialized``), so the dropdown is what a user, and this test, clicks.
+    """
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    widget = wait_for(driver, f".themable-select.select-initialized #{field_id}").find_element(
+        By.XPATH, "./ancestor::div[contains(@class, 'themable-select')]")
+    widget.find_element(By.CSS_SELECTOR, "button.dropdown-toggle").click()
+    option = next(link for link in widget.find_elements(By.CSS_SELECTOR, ".dropdown-menu a")
+                  if wanted in (link.get_attribute("textContent").strip(),
+                                link.get_attribute("data-select-value")))
+    WebDriverWait(driver, PAGE_TIMEOUT_S).until(
+        expected_conditions.element_to_be_clickable(option)).click()
+    chosen = Select(driver.find_element(By.ID, field_id)).first_selected_option
+    assert wanted in (chosen.get_attribute("textContent").strip(),
+                      chosen.get_attribute("value")), f"{field_id}: {wanted} not chosen"
+
+
 def check_page(driver, secrets: dict, shot: pathlib.Path) -> str:
     """Save a screenshot; the page's source holds none of the secrets."""
     driver.save_screenshot(str(shot))
@@ -251,7 +275,6 @@ def test_tenant_launches_through_the_form_and_sees_it_accepted(browser, dashboar
                                                                 servers, secrets_, screenshots):
     """A token made on the tenant's side, pasted into the form: the instance boots trusted."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
 
     clients = servers["clients"]
     made = high_token(clients, target)
@@ -260,10 +283,10 @@ def test_tenant_launches_through_the_form_and_sees_it_accepted(browser, dashboar
                "form N": read_nonce_file(made["nonce_file"]).hex()}
     browser.get(f"{dashboard}/project/trusted_launch/launch/")
     wait_for(browser, "#id_name").send_keys(name)
-    Select(browser.find_element(By.ID, "id_image")).select_by_visible_text(target.image)
-    Select(browser.find_element(By.ID, "id_flavor")).select_by_visible_text(target.flavor)
-    Select(browser.find_element(By.ID, "id_network")).select_by_visible_text(target.network)
-    Select(browser.find_element(By.ID, "id_profile")).select_by_value("high")
+    choose(browser, "id_image", target.image)
+    choose(browser, "id_flavor", target.flavor)
+    choose(browser, "id_network", target.network)
+    choose(browser, "id_profile", "high")
     browser.find_element(By.ID, "id_token").send_keys(made["token"])
     browser.find_element(By.XPATH, "//form//*[@type='submit' and (@value='Launch' or "
                                    "normalize-space()='Launch')]").click()
