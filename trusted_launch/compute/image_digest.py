@@ -27,7 +27,7 @@ LOG = logging.getLogger(__name__)
 SIDECAR_SUFFIX = ".trusted-launch."
 MAX_SIDECAR_BYTES = 4096
 
-__all__ = ["BaseImageDigests", "BaseImageMissing", "FileIdentity", "sidecar_path"]
+__all__ = ["BaseImageDigests", "BaseImageMissing", "sidecar_path"]
 
 
 class BaseImageMissing(FileNotFoundError):
